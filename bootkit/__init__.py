@@ -1,0 +1,1 @@
+"""The `bootkit` command: one entry point that dispatches to each subsystem's own CLI module."""

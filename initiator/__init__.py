@@ -1,0 +1,1 @@
+"""A userland iSCSI initiator (RFC 7143): a sans-IO protocol core, an asyncio transport, and its programs."""

@@ -1,0 +1,1 @@
+"""OpenBSD's no-broadcast-kill flag, emulated on Linux for the storage daemon."""

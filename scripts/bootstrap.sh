@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install everything `make test` and `make demo` need on a fresh Debian 12: apt packages, .venv, the project.
+# Idempotent: each step is skipped when it is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  tgt istgt libiscsi-bin qemu-utils qemu-block-extra tshark
+  qemu-system-x86 busybox-static shellcheck systemd kmod cpio iproute2 e2fsprogs util-linux procps
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing apt packages: ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.bootkit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: pip install -e .[test]" >&2
+  .venv/bin/python -m pip install -q --upgrade pip </dev/null
+  .venv/bin/python -m pip install -q -e '.[test]' </dev/null
+  touch "$stamp"
+fi
