@@ -49,3 +49,14 @@ class SessionFailed(ISCSIError):
 
 class CommandTimeout(ISCSIError):
     """An operation did not finish within its bound."""
+
+
+class LoginRedirect(LoginError):
+    """Status class 1: the target moved. ``portal`` is where to log in instead (RFC 7143 11.13.5)."""
+
+    def __init__(self, message: str, status_detail: int, target_address: str,
+                 portal: tuple[str, int, int] | None) -> None:
+        super().__init__(message, 1, status_detail)
+        self.target_address = target_address
+        self.portal = portal  # (host, port, tpgt), or None when TargetAddress was missing or malformed
+        self.permanent = status_detail == 2

@@ -175,7 +175,7 @@ ISTGT_CONF = """\
   NopInInterval 20
   DiscoveryAuthMethod Auto
   MaxSessions 16
-  MaxConnectionsPerSession {max_connections}
+  MaxConnections {max_connections}
   MaxR2T 32
   MaxOutstandingR2T 16
   DefaultTime2Wait 2
@@ -183,7 +183,7 @@ ISTGT_CONF = """\
   FirstBurstLength {first_burst}
   MaxBurstLength {max_burst}
   MaxRecvDataSegmentLength 262144
-  InitialR2T {initial_r2t}
+  InitialR2T Yes
   ImmediateData {immediate_data}
   DataPDUInOrder Yes
   DataSequenceInOrder Yes
@@ -216,7 +216,10 @@ ISTGT_CONF = """\
 
 @dataclass
 class Istgt:
-    """One istgt instance exporting one disk as LUN 0."""
+    """One istgt instance exporting one disk as LUN 0.
+
+    istgt 0.4 refuses `InitialR2T No` at startup, so that is always Yes here.
+    """
 
     port: int
     iqn: str
@@ -228,7 +231,7 @@ class Istgt:
     @classmethod
     def start(cls, workdir: Path | None = None, size_mb: int = 64, chap: tuple[str, str] | None = None,
               mutual: tuple[str, str] | None = None, mutual_required: bool = False, digest: str = "Auto",
-              max_connections: int = 4, initial_r2t: bool = True, immediate_data: bool = True,
+              max_connections: int = 4, immediate_data: bool = True,
               first_burst: int = 65536, max_burst: int = 262144) -> "Istgt":
         workdir = Path(workdir or tempfile.mkdtemp(prefix="istgt-", dir="/dev/shm"))
         port = free_port()
@@ -244,7 +247,7 @@ class Istgt:
         conf = ISTGT_CONF.format(
             nodebase=nodebase, workdir=workdir, port=port, ucport=free_port(), name=f"istgt{port}",
             auth=auth, digest=digest, backing=backing, size_mb=size_mb, max_connections=max_connections,
-            initial_r2t="Yes" if initial_r2t else "No", immediate_data="Yes" if immediate_data else "No",
+            immediate_data="Yes" if immediate_data else "No",
             first_burst=first_burst, max_burst=max_burst)
         (workdir / "istgt.conf").write_text(conf)
         t = cls(port=port, iqn=f"{nodebase}:istgt{port}", backing=backing, workdir=workdir)

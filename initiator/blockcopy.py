@@ -1,0 +1,203 @@
+"""`uiscsictl cp SRC DST`: copy a local file to a LUN, a LUN to a file, or a LUN to a LUN.
+
+The copy is pipelined: ``--queue-depth`` workers each own one chunk buffer, read into it (a LUN reads
+straight into the buffer) and write it out, so several commands are in flight on the session. It copies
+exactly the source's size; a source that ends mid-block is padded with zeros on a LUN. It ends with
+SYNCHRONIZE CACHE on a LUN destination (fsync on a file), so "done" means durable on the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import stat
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from . import scsi
+from .progress import Progress, human_bytes, parse_size
+from .toolkit import ToolError, add_session_options, bounded, emit, initiator_name, logged_in, run_workers
+from .url import ISCSIURL, parse_url
+
+DEFAULT_CHUNK = 1 << 20
+DEFAULT_QD = 8
+MAX_CHUNK = 16 << 20
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cp", help="copy between a local file and a LUN (either way, or LUN to LUN)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Copy SRC to DST, each a local file or an iscsi:// URL. The source's whole size is copied "
+                    "(a LUN's capacity, a file's length); a LUN destination must be at least that big, and "
+                    "a file source that ends mid-block is padded with zeros there. Several commands are kept "
+                    "in flight; the copy ends with SYNCHRONIZE CACHE (fsync for a file). A progress bar goes "
+                    "to stderr when it is a terminal.",
+        epilog="examples:\n  uiscsictl cp disk.img iscsi://192.0.2.10/iqn.2026-11.org.example:d/1\n"
+               "  uiscsictl cp iscsi://192.0.2.10/iqn.2026-11.org.example:d/1 backup.img\n"
+               "  uiscsictl cp --json --queue-depth 16 a.img iscsi://u%s@192.0.2.10:3261/iqn.2026-11.org.x:d/0")
+    p.add_argument("source", metavar="SRC", help="local file or iscsi:// URL")
+    p.add_argument("destination", metavar="DST", help="local file or iscsi:// URL (a file is created)")
+    p.add_argument("--chunk-size", type=_chunk, default=DEFAULT_CHUNK, metavar="BYTES",
+                   help="bytes per command (default 1M; suffixes k, M)")
+    p.add_argument("--queue-depth", type=_positive_int, default=DEFAULT_QD, metavar="N",
+                   help=f"commands in flight (default {DEFAULT_QD})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    add_session_options(p)
+    p.set_defaults(func=cmd_cp)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _chunk(text: str) -> int:
+    try:
+        n = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if n < 4096 or n > MAX_CHUNK or n & (n - 1):
+        raise argparse.ArgumentTypeError(f"chunk size must be a power of two in 4k..{MAX_CHUNK >> 20}M")
+    return n
+
+
+@dataclass
+class LunEnd:
+    """One side of the copy that is a LUN on a logged-in session."""
+
+    url: ISCSIURL
+    session: Any
+    capacity: scsi.Capacity
+    timeout: float
+
+    @property
+    def size(self) -> int:
+        return self.capacity.size
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        bs = self.capacity.block_size
+        lba = offset // bs
+        await bounded(f"READ at LBA {lba}", self.timeout,
+                      lambda: scsi.read(self.session, self.url.lun, lba, len(buf) // bs, bs, into=buf,
+                                        timeout=self.timeout))
+
+    async def write(self, offset: int, data: memoryview) -> None:
+        bs = self.capacity.block_size
+        lba = offset // bs
+        await bounded(f"WRITE at LBA {lba}", self.timeout,
+                      lambda: scsi.write(self.session, self.url.lun, lba, data, bs, timeout=self.timeout))
+
+    async def finish(self) -> None:
+        await bounded("SYNCHRONIZE CACHE", self.timeout,
+                      lambda: scsi.sync_cache(self.session, self.url.lun, self.timeout))
+
+
+class FileEnd:
+    """One side of the copy that is a local file or device; I/O runs in a thread to keep the pipe full."""
+
+    block_size = 1
+
+    def __init__(self, path: str, writing: bool) -> None:
+        self.path = path
+        flags = (os.O_WRONLY | os.O_CREAT) if writing else os.O_RDONLY
+        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+        st = os.fstat(self.fd)
+        self.regular = stat.S_ISREG(st.st_mode)
+        self.size = st.st_size if self.regular else os.lseek(self.fd, 0, os.SEEK_END)
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        n = await asyncio.to_thread(os.preadv, self.fd, [buf], offset)
+        if n != len(buf):
+            raise ToolError(f"{self.path}: file shrank during the copy (short read at offset {offset})")
+
+    async def write(self, offset: int, data: memoryview) -> None:
+        done = 0
+        while done < len(data):
+            done += await asyncio.to_thread(os.pwrite, self.fd, data[done:], offset + done)
+
+    async def finish(self, size: int) -> None:
+        if self.regular:
+            os.ftruncate(self.fd, size)
+        await asyncio.to_thread(os.fsync, self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+async def _open_lun(stack: AsyncExitStack, text: str, args: argparse.Namespace) -> LunEnd:
+    url = parse_url(text)
+    cfg = url.session_config(initiator_name(args), login_timeout=args.timeout)
+    session = await stack.enter_async_context(logged_in(cfg, args.timeout, url.portal))
+    cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(session, url.lun, args.timeout))
+    if cap.block_size <= 0 or cap.block_size & (cap.block_size - 1) or cap.block_size > args.chunk_size:
+        raise ToolError(f"{url.redacted()}: block size {cap.block_size} is not supported for cp")
+    return LunEnd(url, session, cap, args.timeout)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+async def cmd_cp(args: argparse.Namespace) -> int:
+    src_is_url, dst_is_url = args.source.startswith("iscsi://"), args.destination.startswith("iscsi://")
+    if not src_is_url and not dst_is_url and _same_file(args.source, args.destination):
+        raise ToolError(f"{args.source} and {args.destination} are the same file")
+    async with AsyncExitStack() as stack:
+        if src_is_url:
+            src: LunEnd | FileEnd = await _open_lun(stack, args.source, args)
+        else:
+            src = FileEnd(args.source, writing=False)
+            stack.callback(src.close)
+        if dst_is_url:
+            dst: LunEnd | FileEnd = await _open_lun(stack, args.destination, args)
+            if dst.size < src.size:
+                raise ToolError(f"{dst.url.redacted()} holds {dst.size} bytes, the source has {src.size}")
+        else:
+            dst = FileEnd(args.destination, writing=True)
+            stack.callback(dst.close)
+        size = src.size
+        progress = Progress(size, "cp", enabled=False if args.no_progress or args.json else None)
+        start = time.monotonic()
+        await _pump(src, dst, size, args.chunk_size, args.queue_depth, progress)
+        if isinstance(dst, LunEnd):
+            await dst.finish()
+        else:
+            await dst.finish(size)
+        seconds = time.monotonic() - start
+        progress.finish()
+    rate = size / seconds / (1 << 20) if seconds > 0 else 0.0
+    doc = {"source": _name(args.source), "destination": _name(args.destination), "bytes": size,
+           "seconds": round(seconds, 3), "mb_per_s": round(rate, 1)}
+    return emit(args, doc, f"copied {size} bytes ({human_bytes(size)}) in {seconds:.2f} s, {rate:.1f} MiB/s")
+
+
+def _name(text: str) -> str:
+    return parse_url(text).redacted() if text.startswith("iscsi://") else text
+
+
+async def _pump(src: LunEnd | FileEnd, dst: LunEnd | FileEnd, size: int, chunk: int, depth: int,
+                progress: Progress) -> None:
+    """Move ``size`` bytes with ``depth`` workers; the first error cancels the rest and is raised."""
+    dst_bs = dst.capacity.block_size if isinstance(dst, LunEnd) else 1
+    offsets = iter(range(0, size, chunk))
+
+    async def worker() -> None:
+        buf = memoryview(bytearray(chunk))
+        for off in offsets:
+            n = min(chunk, size - off)
+            await src.read_into(off, buf[:n])
+            padded = -(-n // dst_bs) * dst_bs
+            if padded != n:
+                buf[n:padded] = bytes(padded - n)
+            await dst.write(off, buf[:padded])
+            progress.advance(n)
+
+    await run_workers(worker, min(depth, max(1, -(-size // chunk))))

@@ -1,0 +1,628 @@
+"""asyncio sessions over the sans-IO core: login, MC/S, NOP keep-alive, ERL0 recovery, SendTargets.
+
+Usage::
+
+    import asyncio
+    from initiator.transport import SessionConfig, open_session
+
+    async def main():
+        s = await open_session(SessionConfig("127.0.0.1", 3260, "iqn.2026-11.org.example:me",
+                                             "iqn.2026-11.org.example:disk", max_connections=2))
+        try:
+            r = await s.execute(1, bytes.fromhex("25") + bytes(9), read_len=8)   # READ CAPACITY(10)
+            buf = bytearray(1 << 20)
+            await s.execute(1, bytes.fromhex("28 00 00000000 00 0800 00"), read_into=memoryview(buf))
+            await s.execute(1, bytes.fromhex("2a 00 00000000 00 0800 00"), data_out=buf)
+        finally:
+            await s.close()
+    asyncio.run(main())
+
+Each connection is an `asyncio.BufferedProtocol`: the event loop's recv_into fills the connection's framer
+buffer, and a large Data-In payload is received straight into the caller's ``read_into`` buffer. Sends
+coalesce headers and small segments and hand large data to the transport unjoined. Commands queue (never
+fail) while the CmdSN window is closed or while recovery re-logs in; they fail with SessionFailed only
+once ``replacement_timeout`` has passed without a successful login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import pdu
+from .connection import Connection, Event, Framer
+from .errors import (
+    CommandTimeout,
+    ConnectionLost,
+    ISCSIError,
+    LocalProtocolError,
+    LoginRedirect,
+    SessionFailed,
+    TargetProtocolError,
+)
+from .keys import Negotiated, Proposals
+from .login import LoginMachine, LoginParams
+from .session import SessionCore, Task, encode_lun
+from .text import DiscoveredTarget, TextMachine, parse_sendtargets
+
+log = logging.getLogger("initiator.transport")
+SMALL = 16384  # segments below this are coalesced into one write
+
+
+@dataclass
+class SessionConfig:
+    """Where and how to log in. ``target_name`` None opens a discovery session."""
+
+    host: str
+    port: int = 3260
+    initiator_name: str = "iqn.2026-11.org.bootkit:initiator"
+    target_name: str | None = None
+    chap_user: str | None = None
+    chap_secret: str | None = None
+    mutual_user: str | None = None
+    mutual_secret: str | None = None
+    header_digest: bool = False
+    data_digest: bool = False
+    max_connections: int = 1
+    login_timeout: float = 20.0
+    replacement_timeout: float = 120.0
+    nop_interval: float = 5.0
+    nop_timeout: float = 10.0
+    proposals: dict = field(default_factory=dict)  # Proposals field overrides, e.g. {"max_burst": 65536}
+    isid: bytes = field(default_factory=lambda: bytes([0x80]) + os.urandom(3) + b"\0\0")
+
+
+@dataclass
+class ScsiResult:
+    status: int
+    sense: bytes
+    data: bytes | memoryview
+    residual: int
+    underflow: bool
+    overflow: bool
+
+
+@dataclass
+class Stats:
+    commands: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    reconnects: int = 0
+    ua_retries: int = 0
+    nops_answered: int = 0
+
+
+class _Conn(asyncio.BufferedProtocol):
+    """One TCP connection: login exchange, then PDUs into the session core."""
+
+    def __init__(self, session: Session, cid: int) -> None:
+        self.session = session
+        self.state = Connection(cid)
+        self.transport: asyncio.Transport | None = None
+        self.framer = Framer(self._login_pdu, lambda b, n: None, pdu.LOGIN_MAX_DATA)
+        self.login_q: asyncio.Queue = asyncio.Queue()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.last_rx = time.monotonic()
+        self.error: ISCSIError | None = None
+        self.paused = False
+        self.ffp = False  # in the full-feature phase: PDUs go to the session core
+        self.pinging = False
+
+    # asyncio protocol --------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.framer.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_rx = time.monotonic()
+        try:
+            self.framer.buffer_updated(nbytes)
+        except ISCSIError as e:
+            self.abort(e)
+            return
+        if self.ffp:
+            self.session._flush()
+
+    def connection_lost(self, exc) -> None:
+        if self.error is None:
+            self.error = ConnectionLost(f"connection {self.state.cid} to the target closed"
+                                        + (f": {exc}" if exc else ""))
+        self.login_q.put_nowait(self.error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.session._conn_lost(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.session._pump()
+
+    # ------------------------------------------------------------------------------
+    def _login_pdu(self, bhs: bytes, ahs: bytes, data) -> None:
+        p = pdu.decode_pdu(bhs, ahs, data)
+        if isinstance(p, pdu.LoginResponse) and p.transit and p.nsg == 3 and p.status_class == 0:
+            self.framer.hold = True  # what follows is full-feature traffic for the session's framer
+        self.login_q.put_nowait(p)
+
+    def enter_ffp(self, core: SessionCore) -> None:
+        """Login done: PDUs from now on go to the session core, payloads into callers' buffers."""
+        st = self.state
+        rest = self.framer.take_rest()
+        self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
+                             st.header_digest, st.data_digest)
+        self.ffp = True
+        if rest:
+            self.buffer_updated_from(rest)
+
+    def buffer_updated_from(self, data: bytes) -> None:
+        try:
+            self.framer.feed(data)
+        except ISCSIError as e:
+            self.abort(e)
+
+    def abort(self, error: ISCSIError) -> None:
+        """Drop the connection because of ``error`` (a protocol violation or a dead peer)."""
+        if self.error is None:
+            self.error = error
+            log.warning("connection %d: %s", self.state.cid, error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def send(self, bufs: list) -> None:
+        w = self.transport.write
+        small: list = []
+        for b in bufs:
+            if len(b) < SMALL:
+                small.append(b)
+            else:
+                if small:
+                    w(b"".join(small))
+                    small = []
+                w(b)
+        if small:
+            w(b"".join(small) if len(small) > 1 else small[0])
+
+    async def login(self, params: LoginParams, deadline: float) -> LoginMachine:
+        m = LoginMachine(params)
+        req = m.start()
+        while req is not None:
+            self.transport.write(pdu.encode_bytes(req))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimeout("login timed out")
+            try:
+                async with asyncio.timeout(remaining):
+                    rsp = await self.login_q.get()
+            except TimeoutError:
+                raise CommandTimeout("the target did not answer the login in time") from None
+            if isinstance(rsp, ISCSIError):
+                raise rsp
+            if not isinstance(rsp, pdu.LoginResponse):
+                raise TargetProtocolError(f"{type(rsp).__name__} during login")
+            req = m.receive(rsp)
+        self.state.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)
+        return m
+
+
+async def _dial(session: Session, cid: int, host: str, port: int, deadline: float) -> _Conn:
+    loop = asyncio.get_running_loop()
+    conn = _Conn(session, cid)
+    conn.state.fire(Event.CONNECT)
+    try:
+        async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+            await loop.create_connection(lambda: conn, host, port)
+    except TimeoutError:
+        conn.state.fire(Event.FAIL)
+        raise CommandTimeout(f"connecting to {host}:{port} timed out") from None
+    except OSError as e:
+        conn.state.fire(Event.FAIL)
+        raise ConnectionLost(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+    conn.state.fire(Event.CONNECTED)
+    return conn
+
+
+class Session:
+    """A logged-in iSCSI session (one or more connections). Build it with `open_session()`."""
+
+    def __init__(self, cfg: SessionConfig) -> None:
+        self.cfg = cfg
+        self.core: SessionCore | None = None
+        self.negotiated: Negotiated | None = None
+        self.tsih = 0
+        self.stats = Stats()
+        self._conns: dict[int, _Conn] = {}
+        self._pending: deque[Task] = deque()
+        self._state = "down"  # down -> up -> recovering -> up ... ; failed ; closed
+        self._recovery: asyncio.Task | None = None
+        self._bg: set[asyncio.Task] = set()
+        self._portal = (cfg.host, cfg.port)
+        self._next_cid = 0
+
+    @property
+    def connections(self) -> int:
+        return sum(1 for c in self._conns.values() if c.state.usable)
+
+    # -------------------------------------------------------------- login and connections
+    def _params(self, cid: int, leading: bool) -> LoginParams:
+        cfg = self.cfg
+        proposals = Proposals(max_connections=max(1, cfg.max_connections)).with_overrides(**cfg.proposals)
+        return LoginParams(initiator_name=cfg.initiator_name, target_name=cfg.target_name, isid=cfg.isid,
+                           tsih=0 if leading else self.tsih, cid=cid, cmdsn=self.core.cmdsn if self.core else 1,
+                           chap_user=cfg.chap_user, chap_secret=cfg.chap_secret, mutual_user=cfg.mutual_user,
+                           mutual_secret=cfg.mutual_secret, header_digest=cfg.header_digest,
+                           data_digest=cfg.data_digest, leading=leading, proposals=proposals,
+                           session=None if leading else self.negotiated)
+
+    async def _open_conn(self, leading: bool, deadline: float) -> tuple[_Conn, LoginMachine]:
+        for _ in range(4):  # follow at most 3 redirects
+            cid = self._next_cid
+            self._next_cid = (cid + 1) & 0xFFFF
+            conn = await _dial(self, cid, *self._portal, deadline)
+            try:
+                m = await conn.login(self._params(cid, leading), deadline)
+                return conn, m
+            except LoginRedirect as e:
+                conn.abort(e)
+                if e.portal is None:
+                    raise
+                self._portal = (e.portal[0], e.portal[1])
+            except BaseException as e:
+                conn.abort(e if isinstance(e, ISCSIError) else ConnectionLost("login abandoned"))
+                raise
+        raise TargetProtocolError("the target redirected the login more than 3 times")
+
+    async def _login_all(self, deadline: float) -> None:
+        """Leading login (TSIH 0: a new or reinstated session), then MC/S connections up to the limit."""
+        conn, m = await self._open_conn(True, deadline)
+        self.negotiated, self.tsih = m.result, m.tsih
+        if self.core is None:
+            self.core = SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
+        else:
+            self.core.neg = m.result
+            self.core.renumber(m.expcmdsn, m.expcmdsn, m.maxcmdsn)
+        self._adopt(conn)
+        want = min(self.cfg.max_connections, m.result.max_connections)
+        while len(self._conns) < want:
+            try:
+                extra, _ = await self._open_conn(False, deadline)
+            except ISCSIError as e:  # a target may refuse more connections than it advertised (istgt)
+                log.info("MC/S: staying at %d connection(s): %s", len(self._conns), e)
+                break
+            self._adopt(extra)
+
+    def _adopt(self, conn: _Conn) -> None:
+        self._conns[conn.state.cid] = conn
+        self.core.attach(conn.state)
+        conn.enter_ffp(self.core)
+
+    async def _start(self) -> None:
+        await self._login_all(time.monotonic() + self.cfg.login_timeout)
+        self._state = "up"
+        if self.cfg.nop_interval > 0:
+            self._spawn(self._keepalive())
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+        return t
+
+    # -------------------------------------------------------------- the data path
+    async def execute(self, lun: int, cdb: bytes, *, data_out=None, read_len: int = 0,
+                      read_into: memoryview | None = None, timeout: float | None = None) -> ScsiResult:
+        """Run one SCSI command; waits through recovery; raises ISCSIError subclasses on failure."""
+        self._check_open()
+        t = self.core.scsi_task(lun, cdb, data_out, read_len, read_into)
+        fut = t.waiter = asyncio.get_running_loop().create_future()
+        self._pending.append(t)
+        self._pump()
+        try:
+            if timeout is None:
+                await fut
+            else:
+                async with asyncio.timeout(timeout):
+                    await fut
+        except TimeoutError:
+            self._give_up(t)
+            raise CommandTimeout(f"SCSI command 0x{cdb[0]:02x} did not complete within {timeout}s") from None
+        except asyncio.CancelledError:
+            self._give_up(t)
+            raise
+        if t.error is not None:
+            raise t.error
+        if t.response:
+            raise TargetProtocolError(f"the target failed the command (iSCSI response 0x{t.response:02x})")
+        st = self.stats
+        st.commands += 1
+        if t.write:
+            st.bytes_written += len(t.data_out)
+        n = t.data_len
+        st.bytes_read += n
+        data = t.buf[:n] if t.buf is not None else b""
+        if read_into is None and t.buf is not None:
+            data = bytes(data)
+        return ScsiResult(t.status, t.sense, data, t.residual, t.underflow, t.overflow)
+
+    def _give_up(self, t: Task) -> None:
+        with contextlib.suppress(ValueError):
+            self._pending.remove(t)
+        conn = t.conn
+        self.core.forget(t)
+        if conn is not None and self._state == "up":
+            req = pdu.TaskMgmtRequest(function=pdu.TMF.ABORT_TASK, lun=t.lun, rtt=t.itt, refcmdsn=t.cmdsn)
+            a = self.core.request("tmf", req)
+            a.waiter = None
+            self._conns[conn.cid].send(self.core.issue_request(a, conn))
+
+    def _pump(self) -> None:
+        """Issue queued commands while the CmdSN window is open and a connection can take them."""
+        core, pending = self.core, self._pending
+        if self._state != "up":
+            return
+        while pending and core.window_open():
+            c = core.pick_connection()
+            if c is None:
+                return
+            conn = self._conns[c.cid]
+            if conn.paused:
+                return
+            t = pending.popleft()
+            if t.kind == "scsi":
+                conn.send(core.issue(t, c))
+            else:
+                conn.send(core.issue_request(t, c))
+        self._flush_out()
+
+    def _flush_out(self) -> None:
+        core = self.core
+        if core.out:
+            out, core.out = core.out, []
+            for c, bufs in out:
+                conn = self._conns.get(c.cid)
+                if conn is not None and conn.transport is not None:
+                    conn.send(bufs)
+
+    def _flush(self) -> None:
+        """After a receive: send what the core produced, wake finished callers, reissue retries."""
+        core = self.core
+        self._flush_out()
+        if core.done:
+            done, core.done = core.done, []
+            for t in done:
+                w = t.waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+        if core.retry:
+            self.stats.ua_retries += len(core.retry)
+            self._pending.extendleft(reversed(core.retry))
+            core.retry.clear()
+        if core.events:
+            events, core.events = core.events, []
+            for ev in events:
+                self._event(ev)
+        if self._pending:
+            self._pump()
+
+    def _check_open(self) -> None:
+        if self._state == "failed":
+            raise SessionFailed("the session failed and was not recovered")
+        if self._state in ("closed", "down"):
+            raise LocalProtocolError("the session is closed")
+
+    # -------------------------------------------------------------- non-SCSI requests
+    async def _request(self, kind: str, req: pdu.PDU, immediate: bool = True, timeout: float | None = None,
+                       itt: int | None = None) -> Task:
+        self._check_open()
+        t = self.core.request(kind, req, immediate, itt)
+        t.waiter = asyncio.get_running_loop().create_future()
+        if immediate and self._state == "up" and (c := self.core.pick_connection()) is not None:
+            self._conns[c.cid].send(self.core.issue_request(t, c))
+        else:
+            self._pending.append(t)
+            self._pump()
+        try:
+            async with asyncio.timeout(timeout or self.cfg.login_timeout):
+                await t.waiter
+        except TimeoutError:
+            self.core.forget(t)
+            raise CommandTimeout(f"the target did not answer a {kind} request in time") from None
+        if t.error is not None:
+            raise t.error
+        return t
+
+    async def task_mgmt(self, function: int, lun: int, rtt: int | None = None) -> int:
+        """Send a Task Management request (ABORT TASK needs ``rtt``); returns the TMF response code."""
+        req = pdu.TaskMgmtRequest(function=function, lun=encode_lun(lun),
+                                  rtt=pdu.RESERVED_TAG if rtt is None else rtt)
+        t = await self._request("tmf", req)
+        return t.result.response
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """NOP-Out/NOP-In round trip in seconds."""
+        start = time.monotonic()
+        await self._request("nop", pdu.NopOut(data=b"bootkit!"), timeout=timeout or self.cfg.nop_timeout)
+        return time.monotonic() - start
+
+    async def send_targets(self, what: str = "All") -> list[DiscoveredTarget]:
+        """SendTargets over this session (a discovery session, or a normal one for its own target)."""
+        itt = self.core._new_itt()
+        conn = self.core.pick_connection()
+        m = TextMachine([("SendTargets", what)], itt=itt, max_send=conn.max_xmit_dsl if conn else 8192)
+        req = m.start()
+        while req is not None:
+            t = await self._request("text", req, immediate=False, itt=itt)
+            req = m.receive(t.result)
+        return parse_sendtargets(m.pairs)
+
+    async def logout(self) -> None:
+        """Close the session with a Logout (reason 0) and wait for the answer (bounded)."""
+        if self._state != "up":
+            return
+        self._state = "closing"
+        with contextlib.suppress(ISCSIError):
+            c = self.core.pick_connection()
+            if c is not None:
+                t = self.core.request("logout", pdu.LogoutRequest(reason=pdu.LogoutReason.CLOSE_SESSION,
+                                                                   cid=c.cid))
+                t.waiter = asyncio.get_running_loop().create_future()
+                c.fire(Event.LOGOUT)
+                self._conns[c.cid].send(self.core.issue_request(t, c))
+                async with asyncio.timeout(min(5.0, self.cfg.login_timeout)):
+                    await t.waiter
+        self._teardown("closed", ConnectionLost("the session was logged out"))
+
+    async def close(self) -> None:
+        """Log out if still up, then drop every connection and background task."""
+        with contextlib.suppress(TimeoutError, ISCSIError):
+            await self.logout()
+        self._teardown("closed", ConnectionLost("the session was closed"))
+        for t in list(self._bg):
+            t.cancel()
+        for t in list(self._bg):
+            with contextlib.suppress(BaseException):
+                await t
+        for conn in list(self._conns.values()):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(conn.closed), 2)
+
+    def _teardown(self, state: str, error: ISCSIError) -> None:
+        self._state = state
+        for conn in self._conns.values():
+            if conn.transport is not None:
+                conn.transport.close()
+        if self.core is not None:
+            self.core.fail_all(error, self._pending)
+            self._pending.clear()
+            self._flush_waiters()
+
+    def _flush_waiters(self) -> None:
+        done, self.core.done = self.core.done, []
+        for t in done:
+            if t.waiter is not None and not t.waiter.done():
+                t.waiter.set_result(None)
+
+    # -------------------------------------------------------------- keep-alive, events, recovery
+    async def _keepalive(self) -> None:
+        """Ping a connection that has been silent for nop_interval; no answer within nop_timeout = dead."""
+        cfg = self.cfg
+        while True:
+            await asyncio.sleep(cfg.nop_interval / 2)
+            if self._state != "up":
+                continue
+            now = time.monotonic()
+            for conn in list(self._conns.values()):
+                if conn.pinging or not conn.state.usable or now - conn.last_rx < cfg.nop_interval:
+                    continue
+                self._spawn(self._ping_conn(conn))
+
+    async def _ping_conn(self, conn: _Conn) -> None:
+        t = self.core.request("nop", pdu.NopOut(data=b"keepaliv"))
+        t.waiter = asyncio.get_running_loop().create_future()
+        conn.pinging = True
+        conn.send(self.core.issue_request(t, conn.state))
+        try:
+            async with asyncio.timeout(self.cfg.nop_timeout):
+                await t.waiter
+        except TimeoutError:
+            self.core.forget(t)
+            conn.abort(ConnectionLost(f"no NOP-In within {self.cfg.nop_timeout}s: the target is unresponsive"))
+        finally:
+            conn.pinging = False
+
+    def _event(self, ev: tuple) -> None:
+        kind, cid = ev[0], ev[1]
+        conn = self._conns.get(cid)
+        if kind == "logout_request" and conn is not None:
+            self._spawn(self._requested_logout(conn, ev[2]))
+        elif kind == "drop" and conn is not None:
+            conn.abort(ConnectionLost(f"the target announced it drops connection {cid}"))
+        elif kind == "reject":
+            log.warning("target rejected a PDU: %s", ev[2])
+
+    async def _requested_logout(self, conn: _Conn, seconds: int) -> None:
+        """Async logout request: let the connection drain, log it out, then recover (re-login, reissue)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds - 1.0)):
+                while conn.state.outstanding:
+                    await asyncio.sleep(0.01)
+        c = conn.state
+        reason = pdu.LogoutReason.CLOSE_CONNECTION if len(self._conns) > 1 else pdu.LogoutReason.CLOSE_SESSION
+        t = self.core.request("logout", pdu.LogoutRequest(reason=reason, cid=c.cid))
+        t.waiter = asyncio.get_running_loop().create_future()
+        c.fire(Event.LOGOUT)
+        conn.send(self.core.issue_request(t, c))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await t.waiter
+        conn.abort(ConnectionLost("logged out at the target's request"))
+
+    def _conn_lost(self, conn: _Conn) -> None:
+        c = conn.state
+        if c.state.name in ("LOGGED_IN", "IN_LOGOUT", "LOGOUT_REQUESTED"):
+            c.fire(Event.FAIL)
+        if self._conns.get(c.cid) is not conn:
+            return  # a connection that never joined (failed login)
+        if self._state == "up":
+            log.warning("session %s: %s; recovering", self.cfg.target_name, conn.error)
+            self._state = "recovering"
+            self._recovery = self._spawn(self._recover(conn.error))
+
+    async def _recover(self, cause: ISCSIError | None) -> None:
+        """ERL0: drop every connection, re-login with the same ISID and TSIH 0, reissue unfinished commands."""
+        core = self.core
+        for conn in list(self._conns.values()):
+            conn.abort(ConnectionLost("session recovery"))
+            if conn.state.state.name == "CLEANUP_WAIT":
+                conn.state.fire(Event.CLEANED)
+            core.detach(conn.state.cid)
+        self._conns.clear()
+        queued = set(self._pending)
+        again = [t for t in core.unfinished() if t not in queued]
+        self._flush_waiters()
+        deadline = time.monotonic() + self.cfg.replacement_timeout
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.sleep(delay)
+                await self._login_all(min(deadline, time.monotonic() + self.cfg.login_timeout))
+                break
+            except (ISCSIError, OSError) as e:
+                for conn in list(self._conns.values()):
+                    conn.abort(ConnectionLost("session recovery"))
+                    core.detach(conn.state.cid)
+                self._conns.clear()
+                log.info("relogin failed: %s", e)
+                if time.monotonic() + delay >= deadline:
+                    self._state = "failed"
+                    core.fail_all(SessionFailed(
+                        f"could not log in again within the replacement timeout of "
+                        f"{self.cfg.replacement_timeout:g}s (connection lost: {cause}; last error: {e})"),
+                        [*again, *self._pending])
+                    self._pending.clear()
+                    self._flush_waiters()
+                    return
+                delay = min(delay * 2, 8.0, max(0.05, deadline - time.monotonic()))
+        self.stats.reconnects += 1
+        self._pending.extendleft(reversed([t for t in again if t.itt in core.tasks]))
+        self._state = "up"
+        self._pump()
+
+
+async def open_session(cfg: SessionConfig) -> Session:
+    """Connect and log in (bounded by cfg.login_timeout); returns a Session in the full-feature phase."""
+    s = Session(cfg)
+    try:
+        await s._start()
+    except BaseException:
+        s._teardown("closed", ConnectionLost("login failed"))
+        raise
+    return s

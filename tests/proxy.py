@@ -1,0 +1,116 @@
+"""A TCP proxy on loopback that resets its connections on purpose (for the recovery tests).
+
+``ResetProxy(target_host, target_port, reset_every=N)`` forwards every accepted connection to the
+target and, each time another N bytes have gone from the initiator to the target, kills the connection
+that carried them with an RST on both sides (SO_LINGER 0), as a flaky network or a NAT timeout would.
+New connections are accepted as usual, so an initiator can log in again. ``max_resets`` bounds the
+damage; ``resets`` counts what happened. Threads only: it does not touch the test's event loop.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import struct
+import threading
+
+
+class ResetProxy:
+    def __init__(self, target_host: str, target_port: int, reset_every: int | None = None,
+                 max_resets: int = 1000) -> None:
+        self.target = (target_host, target_port)
+        self.reset_every = reset_every
+        self.max_resets = max_resets
+        self.resets = 0
+        self.forwarded = 0  # initiator -> target bytes since the last reset
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = self._listener.getsockname()[1]
+        self.host = "127.0.0.1"
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._open: set[socket.socket] = set()
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                self._rst(client)
+                continue
+            t = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    @staticmethod
+    def _rst(sock: socket.socket) -> None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        sock.close()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        for s in (client, upstream):
+            s.setblocking(False)
+            self._open.add(s)
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, upstream)
+        sel.register(upstream, selectors.EVENT_READ, client)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.2):
+                    src, dst = key.fileobj, key.data
+                    try:
+                        data = src.recv(262144)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    if not data:
+                        return
+                    if src is client and self._count(len(data)):
+                        return
+                    dst.setblocking(True)
+                    dst.sendall(data)
+                    dst.setblocking(False)
+        except OSError:
+            return
+        finally:
+            sel.close()
+            for s in (client, upstream):
+                self._open.discard(s)
+                self._rst(s)
+
+    def _count(self, n: int) -> bool:
+        """Account ``n`` initiator bytes; True when this connection must be reset now."""
+        if self.reset_every is None:
+            return False
+        with self._lock:
+            self.forwarded += n
+            if self.forwarded >= self.reset_every and self.resets < self.max_resets:
+                self.forwarded = 0
+                self.resets += 1
+                return True
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for t in self._threads:
+            t.join(timeout=2)
+
+    def __enter__(self) -> "ResetProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
