@@ -10,7 +10,7 @@ from fstab_tools import fsck as fsck_mod
 from fstab_tools import mount as mount_mod
 from fstab_tools import verify as verify_mod
 from fstab_tools.fstab import Entry, Fstab, FstabError, Line, mangle
-from fstab_tools.mountinfo import PROC_MOUNTINFO, MountinfoError, load_mountinfo
+from fstab_tools.mountinfo import PROC_MOUNTINFO, MountinfoError, load_mountinfo, norm, visible
 from fstab_tools.netfs import NETWORK_FSTYPES, is_network, select
 
 DEFAULT_FSTAB = "/etc/fstab"
@@ -36,6 +36,7 @@ examples:
 """,
     "fsck": """\
 Checks entries with passno > 0: passno 1 first, then the rest, different disks in parallel.
+Filesystems already mounted read-write are skipped (checkers refuse them).
 Unlike util-linux fsck, -N means network entries (OpenBSD); use --dry-run to only show commands.
 Exit status is the OR of the checkers': 0 clean, 1 repaired, 2 reboot, 4 errors left,
 8 operational error (also: a device that never appeared), 16 usage, 32 canceled.
@@ -106,8 +107,9 @@ def _parser(word: str) -> argparse.ArgumentParser:
         p.add_argument("-f", dest="force", action="store_true", help="check even filesystems marked clean")
     else:
         p.add_argument("-a", dest="all", action="store_true", help="every selected entry")
-        p.add_argument("--mountinfo", default=PROC_MOUNTINFO, metavar="FILE",
-                       help="what is mounted now (default /proc/self/mountinfo)")
+    p.add_argument("--mountinfo", default=PROC_MOUNTINFO, metavar="FILE",
+                   help="what is mounted now (default /proc/self/mountinfo)")
+    if word != "fsck":
         p.add_argument("targets", nargs="*", metavar="TARGET", help="mount point or source in fstab")
     return p
 
@@ -155,7 +157,8 @@ def cmd_fstab(args: argparse.Namespace) -> int:
 def cmd_fsck(args: argparse.Namespace, prog: str) -> int:
     say = fsck_mod.stderr_progress(prog)
     fstab = _load(args.fstab)
-    checks = fsck_mod.plan(fstab, args.net, args.mode, args.force, args.wait, progress=say)
+    mounts = load_mountinfo(args.mountinfo)
+    checks = fsck_mod.plan(fstab, args.net, args.mode, args.force, args.wait, progress=say, mounts=mounts)
     for c in checks:
         if c.status == "missing":
             say(f"{c.entry.target}: {c.reason}")
@@ -184,10 +187,16 @@ def cmd_mount(args: argparse.Namespace, word: str, prog: str) -> int:
     say = fsck_mod.stderr_progress(prog)
     fstab = _load(args.fstab)
     targets = None if args.all else args.targets
-    _, unknown = mount_mod.choose(fstab, args.net, targets)
-    for t in unknown:
-        say(f"{t}: not found in {args.fstab}")
     mounts = load_mountinfo(args.mountinfo)
+    if word == "mount":
+        _, unknown = mount_mod.choose(fstab, args.net, targets)
+        why = f"not found in {args.fstab}"
+    else:  # umount needs no fstab line for a named mount point, only a mount
+        live = visible(mounts)
+        unknown = [t for t in targets or [] if norm(t) not in live]
+        why = "not mounted"
+    for t in unknown:
+        say(f"{t}: {why}")
     if word == "mount":
         actions = mount_mod.plan_mount(fstab, mounts, args.net, targets, args.wait, progress=say)
         if not args.dry_run:
@@ -202,7 +211,7 @@ def cmd_mount(args: argparse.Namespace, word: str, prog: str) -> int:
             mount_mod.run_umount(actions, say)
     code = mount_mod.exit_code(actions)
     if unknown:
-        code |= mount_mod.EXIT_FAILURE if word == "mount" else 1
+        code |= mount_mod.EXIT_FAILURE
     text = []
     for a in actions:
         detail = " ".join(a.command) if a.status == "planned" and a.command else a.reason

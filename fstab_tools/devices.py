@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fstab_tools.fstab import Entry
+from fstab_tools.mountinfo import Mount
 from fstab_tools.netfs import is_network_fstype
 
 BY_DIR = {
@@ -25,6 +26,7 @@ BY_DIR = {
     "ID": "by-id",
 }
 POLL_S = 0.1
+BLKID_EVERY = 10  # polls
 _UDEV_SAFE = re.compile(r"[A-Za-z0-9#+\-.:=@_]")
 
 
@@ -79,12 +81,12 @@ def resolve(entry: Entry, dev_root: str = "/dev", use_blkid: bool | None = None)
             return Resolved(spec, spec)
         return Resolved(spec, None, f"{spec} does not exist")
     name, value = tag
-    link = os.path.join(dev_root, "disk", BY_DIR[name], udev_escape(value))
-    candidates = [link] + ([link.lower()] if name == "UUID" else [])
-    for cand in candidates:
-        if os.path.exists(cand):
-            return Resolved(spec, cand)
-    if use_blkid if use_blkid is not None else dev_root == "/dev":
+    values = [value, value.lower()] if name == "UUID" and value != value.lower() else [value]
+    for v in values:
+        link = os.path.join(dev_root, "disk", BY_DIR[name], udev_escape(v))
+        if os.path.exists(link):
+            return Resolved(spec, link)
+    if name != "ID" and (use_blkid if use_blkid is not None else dev_root == "/dev"):
         found = _blkid(name, value)
         if found:
             return Resolved(spec, found)
@@ -107,10 +109,14 @@ def wait_for(
     if missing and timeout > 0 and progress:
         names = ", ".join(f"{e.source} ({e.target})" for e in missing)
         progress(f"waiting up to {timeout:g} s for {names}")
+    polls = 0
     while missing and clock() < deadline:
         sleep(min(POLL_S, max(deadline - clock(), 0.0)))
+        polls += 1
+        # links are cheap to test every poll; blkid scans every disk, so only about once a second
+        probe = use_blkid if polls % BLKID_EVERY == 0 else False
         for e in list(missing):
-            r = resolve(e, dev_root, use_blkid)
+            r = resolve(e, dev_root, probe)
             if r.device is not None:
                 result[e] = r
                 missing.remove(e)
@@ -143,3 +149,26 @@ def whole_disk(device: str) -> str:
     base = os.path.basename(real)
     m = re.match(r"^(.*\d)p\d+$", base) or re.match(r"^((?:sd|vd|hd|xvd)[a-z]+)\d+$", base)
     return os.path.join(os.path.dirname(real), m.group(1) if m else base)
+
+
+def devno(path: str) -> str | None:
+    """`MAJOR:MINOR` of a block device, as mountinfo writes it; None for anything else."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if stat.S_ISBLK(st.st_mode) else None
+
+
+def mounted_rw(device: str, mounts: list[Mount]) -> Mount | None:
+    """The read-write mount of `device`, matched by device number, else by resolved source path."""
+    number = devno(device)
+    real = os.path.realpath(device)
+    for m in mounts:
+        if "rw" not in m.options:
+            continue
+        if (number is not None and m.devno == number) or (
+            m.source.startswith("/") and os.path.realpath(m.source) == real
+        ):
+            return m
+    return None

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from fstab_tools import devices
 from fstab_tools.fstab import Entry, Fstab, Line
+from fstab_tools.mountinfo import Mount
 from fstab_tools.netfs import is_network_fstype, select
 
 # fsck(8) exit status bits
@@ -123,8 +124,13 @@ def plan(
     wait: float = 0.0,
     dev_root: str = "/dev",
     progress: Callable[[str], None] | None = None,
+    mounts: list[Mount] | None = None,
 ) -> list[Check]:
-    """Resolve devices (waiting up to `wait` s) and build each check's command. Runs no checker."""
+    """Resolve devices (waiting up to `wait` s) and build each check's command. Runs no checker.
+
+    A filesystem mounted read-write (per `mounts`) is skipped: checkers refuse it, and a boot script
+    run twice must not fail on what it already mounted.
+    """
     pairs = selected(fstab, net)
     checks = [Check(e, line.lineno) for line, e in pairs]
     needing = [c.entry for c in checks if not is_network_fstype(c.entry.fstype)]
@@ -143,6 +149,10 @@ def plan(
             continue
         c.device = r.device
         c.disk = devices.whole_disk(r.device)
+        busy = devices.mounted_rw(r.device, mounts or [])
+        if busy is not None:
+            c.status, c.reason = "skipped", f"mounted read-write on {busy.target}"
+            continue
         fstype = e.fstype
         if fstype == "auto":
             fstype = probe_type(r.device) or "auto"
@@ -172,8 +182,8 @@ def _run_one(c: Check, interactive: bool, progress: Callable[[str], None]) -> No
     assert c.command is not None
     progress(f"checking {c.entry.target} ({c.device}): {' '.join(c.command)}")
     try:
-        if interactive:
-            proc = subprocess.run(c.command, check=False)
+        if interactive:  # prompts on the terminal; stdout stays clean for --json
+            proc = subprocess.run(c.command, stdout=sys.stderr.fileno(), check=False)
         else:
             proc = subprocess.run(
                 c.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

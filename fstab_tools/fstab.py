@@ -221,6 +221,9 @@ def parse_line(raw: str, lineno: int) -> Line:
 
 
 def _field_texts(entry: Entry) -> list[str]:
+    for name in ("source", "target", "fstype"):
+        if getattr(entry, name) == "":
+            raise ValueError(f"an fstab entry needs a non-empty {name}")
     texts = [mangle(entry.source, first_field=True), mangle(entry.target), mangle(entry.fstype)]
     texts.append(mangle(join_options(list(entry.options))) if entry.options else "defaults")
     texts += [str(entry.freq), str(entry.passno)]

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 
-from .errors import AuthenticationError, NegotiationError
+from .errors import AuthenticationError, LocalProtocolError, NegotiationError
 
 # CHAP_A value -> (hashlib name, digest size). RFC 7143 12.1.3 and the IANA CHAP algorithm registry.
 ALGORITHMS: dict[int, tuple[str, int]] = {5: ("md5", 16), 6: ("sha1", 20), 7: ("sha256", 32), 8: ("sha3_256", 32)}
@@ -79,11 +79,11 @@ class ChapInitiator:
                  mutual_user: str | None = None, mutual_secret: str | None = None) -> None:
         unknown = [a for a in algorithms if a not in ALGORITHMS]
         if unknown or not algorithms:
-            raise ValueError(f"unsupported CHAP algorithms {unknown or '(none)'}; known: {sorted(ALGORITHMS)}")
+            raise LocalProtocolError(f"unsupported CHAP algorithms {unknown or '(none)'}; known: {sorted(ALGORITHMS)}")
         if (mutual_user is None) != (mutual_secret is None):
-            raise ValueError("mutual CHAP needs both a target user name and a target secret")
+            raise LocalProtocolError("mutual CHAP needs both a target user name and a target secret")
         if mutual_secret is not None and mutual_secret == secret:
-            raise ValueError("RFC 7143 12.1.3: the target's CHAP secret must differ from the initiator's")
+            raise LocalProtocolError("RFC 7143 12.1.3: the target's CHAP secret must differ from the initiator's")
         self.user = user
         self._secret = secret.encode()
         self.algorithms = tuple(algorithms)

@@ -221,26 +221,31 @@ class Framer:
                 break
             if hd and int.from_bytes(mv[p + head:p + head + 4], "little") != crc32c(mv[p:p + head]):
                 raise DigestError(f"header digest mismatch on a {cls.__name__}")
+            dd = DIGEST_LEN if (self.data_digest and dsl) else 0
+            total = head + hd + dsl + pad_len(dsl) + dd
+            ds = p + head + hd
             if opcode == Op.DATA_IN and dsl:
                 bhs = bytes(mv[p:p + BHS_LEN])
                 dest = self.sink(bhs, dsl)
                 if dest is None:
                     raise TargetProtocolError("Data-In for an unknown task or outside its buffer")
-                self._start += head + hd
-                self._bhs, self._dest, self._dpos = bhs, dest, 0
-                continue
-            dd = DIGEST_LEN if (self.data_digest and dsl) else 0
-            total = head + hd + dsl + pad_len(dsl) + dd
-            if avail < total:
-                break
-            ds = p + head + hd
-            data = bytes(mv[ds:ds + dsl])
+                if avail < total:  # the payload is still coming: place it as it arrives
+                    self._start = ds
+                    self._bhs, self._dest, self._dpos = bhs, dest, 0
+                    continue
+                dest[:] = mv[ds:ds + dsl]
+                data = None
+            else:
+                if avail < total:
+                    break
+                data = bytes(mv[ds:ds + dsl])
             if dd:
                 end = ds + dsl + pad_len(dsl)
                 if int.from_bytes(mv[end:end + 4], "little") != crc32c(mv[ds:end]):
                     raise DigestError(f"data digest mismatch on a {cls.__name__}")
-            bhs = bytes(mv[p:p + BHS_LEN])
-            ahs = bytes(mv[p + BHS_LEN:p + head])
+            if data is not None:
+                bhs = bytes(mv[p:p + BHS_LEN])
+            ahs = bytes(mv[p + BHS_LEN:p + head]) if ahs_len else b""
             self._start += total
             self.handler(bhs, ahs, data)
         if self._start == self._end:

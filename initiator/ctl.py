@@ -13,11 +13,12 @@ import argparse
 import asyncio
 import inspect
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from . import oneshot
+from . import ctl_daemon, oneshot
 from .errors import ISCSIError
 from .url import URLError
 
@@ -26,7 +27,7 @@ DEFAULT_SOCKET = "/run/uiscsid.sock"
 DEFAULT_TIMEOUT = 20.0
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-SUBCOMMAND_MODULES = [oneshot]
+SUBCOMMAND_MODULES = [oneshot, ctl_daemon]
 
 DESCRIPTION = """\
 Talk to iSCSI targets directly (one-shot tools) or to the uiscsid daemon.
@@ -45,6 +46,11 @@ examples:
   uiscsictl cp disk.img iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1
   uiscsictl perf iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1 --block-size 4k --queue-depth 32 \\
       --seconds 5 --random --json
+
+environment:
+  LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD          CHAP towards the target
+  LIBISCSI_CHAP_TARGET_USERNAME, ..._TARGET_PASSWORD      mutual CHAP (the target proves itself)
+  UISCSI_EVENT_LOOP=asyncio     use asyncio's own loop even when uvloop is installed
 
 exit status: 0 on success, 1 on any error (one line on stderr), 2 on a usage error."""
 
@@ -111,6 +117,21 @@ def error_message(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
 
 
+def run_coroutine(coro):
+    """Run a tool's coroutine on uvloop when it is installed (less per-command overhead), else asyncio.
+
+    ``UISCSI_EVENT_LOOP=asyncio`` forces the standard loop (for comparisons and debugging).
+    """
+    if os.environ.get("UISCSI_EVENT_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            uvloop = None
+        if uvloop is not None:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
 def _setup_logging(debug: bool) -> None:
     """--debug: protocol logs to stderr. Otherwise silent: the final error line says what matters."""
     root = logging.getLogger()
@@ -131,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            result = run_coroutine(result)
         return int(result or 0)
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")

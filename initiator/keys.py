@@ -303,6 +303,8 @@ class Negotiator:
                 raise NegotiationError(f"{key}={value!r}: not allowed in the operational stage")
             if self._skip(rule):
                 self.ignored[key] = value
+                if self.base is None and rule.kind is not Kind.DECL and value not in SPECIAL:
+                    replies.append((key, "Irrelevant"))  # a discovery session has no use for it
                 continue
             if rule.kind is Kind.DECL:
                 self._declare(rule, value)

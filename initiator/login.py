@@ -16,13 +16,14 @@ from . import pdu
 from .chap import ChapInitiator
 from .errors import (
     AuthenticationError,
+    ISCSIError,
     LocalProtocolError,
     LoginError,
     LoginRedirect,
     NegotiationError,
     TargetProtocolError,
 )
-from .keys import KEYS, Negotiated, Negotiator, Proposals, check_answer
+from .keys import KEYS, MAX_DSL, Negotiated, Negotiator, Proposals, check_answer, parse_number
 from .text import decode_text, encode_text, parse_portal, split_chunks
 
 __all__ = ["TRANSITIONS", "Event", "LoginMachine", "LoginParams", "Negotiated", "Stage", "State"]
@@ -145,6 +146,7 @@ class LoginMachine:
         self._plan: tuple[bool, Stage] = (False, Stage.SECURITY)  # T and NSG of our last chunk
         self._last: tuple[bool, Stage, Stage] | None = None  # (T, CSG, NSG) of the request in flight
         self._rounds = 0
+        self.transcript: list[tuple[str, str, list[tuple[str, str]]]] = []  # (sent/received, stage, pairs)
 
     # ------------------------------------------------------------------ requests
 
@@ -161,7 +163,13 @@ class LoginMachine:
         transit = "None" in self.auth_offer.split(",")  # CHAP-only must stay in the stage for the exchange
         return self._send(pairs, transit, Stage.OPERATIONAL if transit else Stage.SECURITY)
 
+    def _note(self, direction: str, pairs: list[tuple[str, str]]) -> None:
+        """Keep a transcript for logs; CHAP values are reduced to their length (they invite offline guessing)."""
+        shown = [(k, f"<{len(v)} chars>" if k in ("CHAP_R", "CHAP_C") else v) for k, v in pairs]
+        self.transcript.append((direction, self.state.value, shown))
+
     def _send(self, pairs: list[tuple[str, str]], transit: bool, nsg: Stage) -> pdu.LoginRequest:
+        self._note("sent", pairs)
         self._outbox = split_chunks(encode_text(pairs), self.send_limit)
         self._plan = (transit, nsg)
         return self._next_chunk()
@@ -175,8 +183,10 @@ class LoginMachine:
             nsg = Stage.SECURITY  # NSG is reserved when T=0
         return self._request(transit, more, csg, nsg, data)
 
-    def _request(self, transit: bool, cont: bool, csg: Stage, nsg: Stage, data: bytes) -> pdu.LoginRequest:
-        self._last = (transit, csg, nsg)
+    def _request(self, transit: bool, cont: bool, csg: Stage, nsg: Stage, data: bytes,
+                 ack: bool = False) -> pdu.LoginRequest:
+        if not ack:  # an empty acknowledgement of a C=1 response keeps the intent of our last real request
+            self._last = (transit, csg, nsg)
         self._rounds += 1
         if self._rounds > MAX_ROUNDS:
             raise TargetProtocolError(f"login made no progress after {MAX_ROUNDS} round trips "
@@ -228,6 +238,13 @@ class LoginMachine:
         """Feed the target's Login Response; returns our next request, or None when login is complete."""
         if self._last is None or self.state in (State.FULL_FEATURE, State.FAILED):
             raise LocalProtocolError(f"LoginMachine.receive() in state {self.state.value}")
+        try:
+            return self._receive(rsp)
+        except ISCSIError:
+            self.state = State.FAILED  # a login that broke a rule cannot be resumed: the caller drops the TCP
+            raise
+
+    def _receive(self, rsp: pdu.LoginResponse) -> pdu.LoginRequest | None:
         self._check(rsp)
         event = self._event(rsp)
         nxt = TRANSITIONS.get((self.state, event))
@@ -248,9 +265,10 @@ class LoginMachine:
             return self._next_chunk()
         if event is Event.CONTINUE:  # answer each C=1 response with an empty request (RFC 7143 11.12.2)
             stage = _STAGE_OF[self.state]
-            return self._request(False, False, stage, Stage.SECURITY, b"")
+            return self._request(False, False, stage, Stage.SECURITY, b"", ack=True)
         pairs = decode_text(self._inbox)
         self._inbox.clear()
+        self._note("received", pairs)
         if self.state is State.SECURITY:
             return self._security(pairs, nxt, rsp)
         return self._operational(pairs, nxt, rsp)
@@ -339,6 +357,9 @@ class LoginMachine:
         if security:
             raise NegotiationError(f"{security[0][0]}={security[0][1]!r} in the operational stage")
         replies = self.negotiator.receive(pairs)
+        declared = self.negotiator.declared.get("MaxRecvDataSegmentLength")
+        if declared:  # never send the target more than it declared it can receive
+            self.send_limit = min(self.send_limit, parse_number("MaxRecvDataSegmentLength", declared, 512, MAX_DSL))
         if nxt is State.FULL_FEATURE:
             self.state = nxt
             self._complete(rsp)

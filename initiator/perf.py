@@ -15,6 +15,7 @@ import random
 import time
 
 from . import cdb, scsi
+from .errors import CommandTimeout
 from .progress import human_bytes, parse_size
 from .toolkit import ToolError, add_session_options, bounded, emit, initiator_name, logged_in, run_workers
 from .url import MAX_CONNECTIONS, parse_url
@@ -123,9 +124,9 @@ async def _load(session, lun: int, cap: scsi.Capacity, args: argparse.Namespace)
                 state["next"] = (slot + 1) % slots
             lba = slot * per_io
             if payload is not None:
-                res = await execute(lun, cdb.write_cdb(lba, per_io), data_out=payload, timeout=timeout)
+                res = await execute(lun, cdb.write_cdb(lba, per_io), data_out=payload)
             else:
-                res = await execute(lun, cdb.read_cdb(lba, per_io), read_len=bs, read_into=buf, timeout=timeout)
+                res = await execute(lun, cdb.read_cdb(lba, per_io), read_len=bs, read_into=buf)
             if res.status != GOOD:
                 err = scsi.SCSIError(res.status, res.sense, f"{'WRITE' if payload else 'READ'} at LBA {lba}")
                 if scsi.is_unit_attention(err):
@@ -134,5 +135,9 @@ async def _load(session, lun: int, cap: scsi.Capacity, args: argparse.Namespace)
             state["ios"] += 1
 
     start = loop.time()
-    await run_workers(worker, args.queue_depth)
+    try:  # one bound for the whole run: a per-command timer would cost more than a 4 KiB read
+        async with asyncio.timeout(args.seconds + timeout):
+            await run_workers(worker, args.queue_depth)
+    except TimeoutError:
+        raise CommandTimeout(f"a command did not complete within {timeout:g} s of the run's end") from None
     return state["ios"], max(loop.time() - start, 1e-9)

@@ -127,8 +127,12 @@ class SessionCore:
 
     def pick_connection(self) -> Connection | None:
         """MC/S scheduling: the usable connection with the fewest tasks in flight."""
+        conns = self.conns
+        if len(conns) == 1:
+            (c,) = conns.values()
+            return c if c.usable else None
         best = None
-        for c in self.conns.values():
+        for c in conns.values():
             if c.usable and (best is None or c.outstanding < best.outstanding):
                 best = c
         return best

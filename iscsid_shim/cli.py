@@ -109,7 +109,11 @@ def shim_parser() -> argparse.ArgumentParser:
     _common(p)
     sub = p.add_subparsers(dest="action", required=True, metavar="{run,list,clear}")
     run = sub.add_parser("run", help="flag this process, then exec CMD in the same PID as '@NAME'",
-                         description="Flag this PID, then exec CMD in it with argv[0] '@NAME'.")
+                         description="Flag this PID, then exec CMD in it with argv[0] '@NAME'. A script's "
+                         "interpreter is exec'd directly so that the '@' survives the shebang; a Python "
+                         "script of this environment runs through iscsid_shim.launch, which rewrites "
+                         "its argv in place (setproctitle) and keeps its venv.",
+                         epilog=SHIM_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--name", help="flag name and argv[0] after '@' (default: basename of CMD)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     lst = sub.add_parser("list", help="list the live flagged processes (stale entries are pruned)")

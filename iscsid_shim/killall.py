@@ -108,7 +108,8 @@ def wait_gone(omit: Iterable[int], seconds: float, poll: float) -> bool:
         time.sleep(min(poll, left))
 
 
-def shutdown_kill(omit: Iterable[int] = (), timing: Timing = Timing(), log: Callable[[str], None] = print) -> int:
+def shutdown_kill(omit: Iterable[int] = (), timing: Timing = Timing(),
+                  log: Callable[[str], None] = print) -> int:
     """OpenBSD reboot(8): TERM all, wait, sync, wait, then KILL with growing sleeps until none is left.
 
     Returns 0 when nothing unflagged is left, 1 when some process would not die.

@@ -36,7 +36,9 @@ class Flag:
     def is_live(self) -> bool:
         """True while this very process (not a later one with the same PID) is alive."""
         st = procinfo.stat(self.pid)
-        return st is not None and not st.zombie and st.start == self.start and self.boot_id == procinfo.boot_id()
+        if st is None or st.zombie:
+            return False
+        return st.start == self.start and self.boot_id == procinfo.boot_id()
 
 
 def rundir() -> Path:

@@ -1,1 +1,1 @@
-"""Boot and shutdown ordering fragments for systemd, sysvinit, busybox rc and OpenBSD, rendered from jinja2."""
+"""Boot and shutdown ordering for systemd, sysvinit, busybox rc and OpenBSD, rendered from jinja2."""

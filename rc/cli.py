@@ -26,14 +26,15 @@ settings (--set KEY=VALUE, repeatable):
 
 examples:
   bootkit rc render --init systemd --fstab /etc/fstab -o /tmp/units
-  bootkit rc render --init busybox --set network='ip link set eth0 up' --set services_start='/etc/rc.local' -o out
+  bootkit rc render --init busybox --set network='ip link set eth0 up' \\
+      --set services_start='/etc/rc.local' -o out
   bootkit rc render --init busybox --no-shim -o control        # the negative control of the reboot proof
   bootkit rc install --init sysvinit --root /tmp/image
 """
 
 
 def _settings_help() -> str:
-    d = r.Settings()
+    d = r.Settings().resolved()
     return "\n".join(f"  {f.name:<19} {r.HELP[f.name]} (default {getattr(d, f.name)!r})"
                      for f in dataclasses.fields(r.Settings))
 
@@ -46,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True, metavar="{render,install}")
     for name, text in (("render", "write the files under -o DIR"),
                        ("install", "write them DESTDIR-style under --root (default /) and enable them")):
-        s = sub.add_parser(name, help=text, description=text)
+        s = sub.add_parser(name, help=text, description=text, epilog=p.epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("--init", required=True, choices=r.INIT_SYSTEMS)
         s.add_argument("--fstab", metavar="F", help="the fstab the scripts use and the renderer reads "
                        f"(default {r.Settings.fstab})")
-        s.add_argument("--config", metavar="C", help=f"uiscsi.conf for `uiscsictl reload` (default {r.Settings.config})")
+        s.add_argument("--config", metavar="C",
+                       help=f"uiscsi.conf for `uiscsictl reload` (default {r.Settings.config})")
         s.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                        help="any setting listed below")
         s.add_argument("--no-shim", action="store_true", help="same as --set shim=false")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     entries = None
     if args.init in ("systemd", "openbsd"):
-        entries, errors = r.load_net_entries(settings.fstab)
+        entries, errors = r.load_net_entries(settings.fstab, args.init)
         for err in errors:
             sys.stderr.write(f"{err}\n")
     rendered = r.render(args.init, settings, entries)

@@ -3,7 +3,7 @@
 The model is one `Settings` (every path and command the scripts use, so the same templates serve a real
 host and the QEMU guest, which runs the project's venv binaries at host paths) plus the network entries
 of an fstab. `render()` is pure: it returns the files as {relative path: RenderedFile}; `write()` puts
-them under a directory, and `install()` does that DESTDIR-style and adds systemd's enable symlinks.
+them under a directory (-o DIR, or DESTDIR-style under --root with systemd's enable symlinks).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import jinja2
 
-from fstab_tools.fstab import Entry, Fstab, FstabError
-from fstab_tools.netfs import is_network_fstype, select
+from fstab_tools.fstab import Entry, Fstab, FstabError, mangle
+from fstab_tools.netfs import is_network, is_network_fstype
 
 INIT_SYSTEMS = ("systemd", "sysvinit", "busybox", "openbsd")
 TEMPLATES = Path(__file__).parent / "templates"
 SYSTEMD_DIR = "etc/systemd/system"
 BSD_TYPES = ("rw", "ro", "rq")
 # Linux-only options an OpenBSD mount(8) does not know; `_netdev` becomes `net`.
-LINUX_ONLY = re.compile(r"^(defaults|auto|nofail|_netdev|x-[^=]*(=.*)?|comment=.*|user|users|owner|errors=.*)$")
+LINUX_ONLY = re.compile(r"^(defaults|auto|nofail|_netdev|x-[^=]*(=.*)?|comment=.*|users?|owner|errors=.*)$")
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,9 @@ HELP = {
     "network": "shell code bringing the network up (busybox)",
     "services_start": "shell code starting the services (busybox)",
     "services_stop": "shell code stopping the services (busybox)",
-    "local_fsck": "shell code checking local filesystems (busybox; default bootkit fsck -p)",
-    "local_mount": "shell code mounting local filesystems (busybox; default bootkit mount -a)",
-    "local_umount": "shell code unmounting local filesystems (busybox; default bootkit umount -a)",
+    "local_fsck": "shell code checking the local filesystems (busybox)",
+    "local_mount": "shell code mounting the local filesystems (busybox)",
+    "local_umount": "shell code unmounting the local filesystems (busybox)",
     "shutdown_kill_args": "extra arguments of `bootkit shutdown-kill` (busybox), e.g. --term-wait 1",
     "poweroff": "shell code for the last step of rc.shutdown (busybox); empty: leave it to the caller",
     "openbsd_config": "iscsi.conf of OpenBSD's own iscsictl",
@@ -165,16 +165,28 @@ def openbsd_entry(e: Entry) -> str:
     opts = [o for o in e.options if not LINUX_ONLY.match(o) and o != "net"]
     bsd = next((o for o in opts if o in BSD_TYPES), "rw")
     opts = [bsd, "net", *[o for o in opts if o not in BSD_TYPES and o != "rw"]]
-    return f"{e.source} {e.target} {e.fstype} {','.join(opts)} {e.freq} {e.passno}"
+    fields = [mangle(e.source, first_field=True), mangle(e.target), mangle(e.fstype), mangle(",".join(opts))]
+    return " ".join([*fields, str(e.freq), str(e.passno)])
 
 
-def load_net_entries(fstab_path: str) -> tuple[list[Entry], list[str]]:
-    """The network entries of an fstab, and its parse errors as `file:line: message`."""
+def load_net_entries(fstab_path: str, init: str) -> tuple[list[Entry], list[str]]:
+    """The network entries of an fstab, and its problems for init as `file:line: message`."""
     try:
         fstab = Fstab.load(fstab_path)
     except FstabError as exc:  # missing, unreadable, too big
         raise RenderError(str(exc)) from None
-    return select([e for _, e in fstab.entries], net=True), [str(err) for err in fstab.errors]
+    problems = [str(err) for err in fstab.errors]
+    entries = []
+    for line, e in fstab.entries:
+        if e.ignored or not is_network(e):
+            continue
+        entries.append(e)
+        net_only = "net" in e.options and "_netdev" not in e.options and not is_network_fstype(e.fstype)
+        if init == "systemd" and net_only:
+            problems.append(f"{fstab.filename}:{line.lineno}: {e.target}: `net` without `_netdev`: "
+                            "systemd mounts it as a local filesystem, before the network; "
+                            "add _netdev for systemd hosts")
+    return entries, problems
 
 
 def _env() -> jinja2.Environment:
@@ -189,12 +201,11 @@ def _env() -> jinja2.Environment:
     env.filters["sh"] = shlex.quote
     env.filters["sd"] = systemd_quote
     env.filters["num"] = shell_number
-    env.globals["marker"] = "rc:"
     return env
 
 
 def render(init: str, settings: Settings, net_entries: list[Entry] | None = None) -> Rendered:
-    """The files for init (one of INIT_SYSTEMS). net_entries: the fstab's network entries (systemd, openbsd)."""
+    """The files for init (one of INIT_SYSTEMS); net_entries are the fstab's network entries."""
     if init not in INIT_SYSTEMS:
         raise RenderError(f"unknown init system {init!r}: choose one of {', '.join(INIT_SYSTEMS)}")
     s = settings.resolved()

@@ -13,6 +13,7 @@ import selectors
 import socket
 import struct
 import threading
+from typing import Self
 
 
 class ResetProxy:
@@ -109,7 +110,7 @@ class ResetProxy:
         for t in self._threads:
             t.join(timeout=2)
 
-    def __enter__(self) -> "ResetProxy":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

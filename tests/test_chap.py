@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from initiator.chap import ALGORITHMS, ChapInitiator, chap_response, decode_binary, encode_binary
-from initiator.errors import AuthenticationError, NegotiationError
+from initiator.errors import AuthenticationError, LocalProtocolError, NegotiationError
 
 CHALLENGE = bytes(range(16))
 
@@ -110,9 +110,9 @@ def test_secrets_never_appear_in_repr_or_errors():
 
 
 def test_configuration_mistakes_are_refused_up_front():
-    with pytest.raises(ValueError, match="must differ"):
+    with pytest.raises(LocalProtocolError, match="must differ"):
         ChapInitiator("u", "same-secret-1", mutual_user="t", mutual_secret="same-secret-1")
-    with pytest.raises(ValueError, match="unsupported"):
+    with pytest.raises(LocalProtocolError, match="unsupported"):
         ChapInitiator("u", "s", algorithms=(4,))
-    with pytest.raises(ValueError, match="both"):
+    with pytest.raises(LocalProtocolError, match="both"):
         ChapInitiator("u", "s", mutual_user="t")

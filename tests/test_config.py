@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initiator.config import ConfigError, parse_file, to_wire, valid_iscsi_name
+from initiator.config import ConfigError, parse_file, valid_iscsi_name
+from initiator.config_wire import from_wire, to_wire
 
 IQN = "iqn.2026-11.org.example:disk1"
 
@@ -220,3 +221,31 @@ def test_arbitrary_input_either_parses_or_raises_config_error(tmp_path_factory, 
         parse_file(p)
     except ConfigError as e:
         assert e.errors and all(line.startswith(f"{p}:") for line in e.errors)
+
+
+def test_wire_form_round_trips_into_the_same_target(tmp_path):
+    secret(tmp_path, "i.secret", "abc")
+    cfg = parse_file(conf(tmp_path, f"target a {{\n targetaddr 10.0.0.1 port 3270\n targetname {IQN}\n"
+                                    " auth chap user u secret-file i.secret\n connections 3\n lun 4 5\n}\n"))
+    t = cfg.target("a")
+    back = from_wire(to_wire(t, "10.0.0.1", "iqn.2026-11.org.example:me"))
+    assert back.chap.secret == "abc" and back.chap.secret_file == ""
+    assert (back.port, back.connections, back.luns, back.initiator_name) == (
+        3270, 3, (4, 5), "iqn.2026-11.org.example:me")
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"address": "disk.example"}, "not an IP address"),
+    ({"port": 0}, "out of range"),
+    ({"port": True}, "bad 'port'"),
+    ({"luns": [1, "2"]}, "LUNs must be integers"),
+    ({"initiator_name": "me"}, "bad initiator_name"),
+    ({"target_name": None}, "bad target_name"),
+    ({"chap": {"user": "u", "secret": ""}}, "non-empty 'secret'"),
+    ({"name": ""}, "needs a 'name'"),
+])
+def test_daemon_side_refuses_bad_wire_targets(change, fragment):
+    good = {"name": "a", "address": "127.0.0.1", "target_name": IQN, "initiator_name": IQN}
+    from_wire(good)
+    with pytest.raises(ValueError, match=fragment):
+        from_wire({**good, **change})

@@ -122,7 +122,7 @@ def test_progress_bar_draws_only_when_enabled():
     p = Progress(1000, "cp", stream=on, enabled=True)
     q = Progress(1000, "cp", stream=off, enabled=False)
     for bar in (p, q):
-        bar.advance(500)
+        bar.advance(1000)
         bar.finish()
     assert "100%" in on.getvalue() and on.getvalue().endswith("\n") and "cp [" in on.getvalue()
     assert off.getvalue() == ""

@@ -21,7 +21,7 @@ def uiscsictl(*args, env=None, timeout=90):
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIBISCSI_CHAP")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "initiator.ctl", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+                          timeout=timeout, env=full_env, check=False)
 
 
 def ok_json(*args, **kw):
@@ -57,7 +57,7 @@ def test_discover_lists_the_target_and_its_portal(tgtd):
 
 def test_inquiry_agrees_with_libiscsi(tgtd):
     t = tgtd(size_mb=8)
-    inq = subprocess.run(["iscsi-inq", t.url(1)], capture_output=True, text=True, timeout=30).stdout
+    inq = subprocess.run(["iscsi-inq", t.url(1)], capture_output=True, text=True, timeout=30, check=True).stdout
     doc = ok_json("inquiry", t.url(1))
     assert f"Vendor:{doc['vendor']}" in inq.replace(" ", "") and f"Product:{doc['product']}" in inq
     assert doc["device_type_name"] == "disk" and doc["qualifier"] == 0
@@ -72,7 +72,8 @@ def test_capacity_matches_the_backing_file_and_libiscsi(tgtd):
     t = tgtd(size_mb=24)
     doc = ok_json("capacity", t.url(1))
     assert doc["block_size"] * doc["blocks"] == os.path.getsize(t.backing[0]) == 24 << 20
-    rc16 = subprocess.run(["iscsi-readcapacity16", t.url(1)], capture_output=True, text=True, timeout=30).stdout
+    rc16 = subprocess.run(["iscsi-readcapacity16", t.url(1)], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
     assert f"Totalsize:{24 << 20}" in rc16.replace(" ", "")
     text = uiscsictl("capacity", t.url(1)).stdout
     assert f"blocks      {doc['blocks']}" in text and "24.0 MiB" in text
@@ -118,6 +119,20 @@ def test_cp_round_trip_file_to_lun_to_file_is_verified_independently(tgtd, tmp_p
     r = uiscsictl("cp", t.url(1), str(back))
     assert r.returncode == 0 and r.stdout.startswith(f"copied {32 << 20} bytes"), r.stderr
     assert sha256(back) == sha256(t.backing[0])
+
+
+def test_cp_with_header_and_data_digests(tgtd, tmp_path):
+    t = tgtd(size_mb=8)
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(8 << 20))
+    ok_json("cp", str(src), t.url(1) + "?header_digest=crc32c&data_digest=crc32c")
+    assert sha256(t.backing[0]) == sha256(src)
+
+
+def test_discover_on_istgt(istgt):
+    t = istgt(size_mb=4)
+    doc = ok_json("discover", f"127.0.0.1:{t.port}")
+    assert [x["name"] for x in doc["targets"]] == [t.iqn]
 
 
 def test_cp_lun_to_lun(tgtd):

@@ -18,15 +18,24 @@ import pytest
 
 from fstab_tools import fsck
 from fstab_tools.cli import main
-from fstab_tools.devices import whole_disk
+from fstab_tools.devices import resolve, wait_for, whole_disk
 from fstab_tools.fstab import Fstab
 
 FAKE = """#!/bin/sh
-# a checker that checks nothing: logs start/end, sleeps, exits with the code written in the "device"
-dev="$2"; [ "$1" = "$dev" ] && dev="$1"
-echo "start $(basename "$dev") $(date +%s.%N)" >> "$FSCK_LOG"
-sleep 0.4
-echo "end $(basename "$dev") $(date +%s.%N)" >> "$FSCK_LOG"
+# a checker that checks nothing: logs start/end and exits with the code written in the "device".
+# With DEVICE.partner naming another device, it waits (up to 5 s) to see that one start: proof that
+# the two run at the same time, however loaded the machine is.
+for dev; do :; done
+name=$(basename "$dev")
+echo "start $name $(date +%s.%N)" >> "$FSCK_LOG"
+partner=$(cat "$dev.partner" 2>/dev/null)
+if [ -n "$partner" ]; then
+  i=0
+  while ! grep -q "^start $partner " "$FSCK_LOG" && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+  grep -q "^start $partner " "$FSCK_LOG" && echo "met $name $partner" >> "$FSCK_LOG"
+fi
+sleep 0.1
+echo "end $name $(date +%s.%N)" >> "$FSCK_LOG"
 exit "$(cat "$dev")"
 """
 
@@ -52,7 +61,7 @@ def events(tmp_path: Path) -> dict[tuple[str, str], float]:
     out = {}
     for line in (tmp_path / "log").read_text().splitlines():
         kind, name, t = line.split()
-        out[(kind, name)] = float(t)
+        out[(kind, name)] = 0.0 if kind == "met" else float(t)
     return out
 
 
@@ -88,6 +97,8 @@ def test_partitions_map_to_their_disk_by_name_when_not_block_devices(device: str
 def test_pass_one_runs_alone_first_then_different_disks_in_parallel(fake_fsck: Path) -> None:
     t = fake_fsck
     disks(t, {"sda1": 0, "sdb1": 1, "sdb2": 0, "sdc1": 4})
+    (t / "sdb1.partner").write_text("sdc1")
+    (t / "sdc1.partner").write_text("sdb1")
     fstab = Fstab.parse(
         f"{t}/sdb1 /b1 bkfake defaults 0 2\n"
         f"{t}/sda1 / bkfake defaults 0 1\n"
@@ -103,7 +114,7 @@ def test_pass_one_runs_alone_first_then_different_disks_in_parallel(fake_fsck: P
     assert code == 1 | 4
     assert ev[("end", "sda1")] <= min(ev[("start", n)] for n in ("sdb1", "sdb2", "sdc1"))
     assert ev[("end", "sdb1")] <= ev[("start", "sdb2")]  # one disk: one at a time
-    assert ev[("start", "sdc1")] < ev[("end", "sdb1")]  # other disk: at the same time
+    assert ("met", "sdb1") in ev and ("met", "sdc1") in ev  # other disks: at the same time
     assert {c.entry.target: (c.status, c.exit) for c in checks} == {
         "/": ("clean", 0), "/b1": ("repaired", 1), "/b2": ("clean", 0), "/c1": ("errors", 4)
     }
@@ -206,3 +217,44 @@ def test_tags_resolve_through_dev_disk_links(tmp_path: Path) -> None:
 def test_usage_errors_exit_16(capsys) -> None:
     code, _, err = run_cli(capsys, ["fsck", "-p", "-n"])
     assert code == 16 and "not allowed with" in err
+
+
+def test_a_filesystem_mounted_read_write_is_skipped_but_read_only_root_is_checked(tmp_path: Path, capsys) -> None:
+    for name in ("vda", "vdb"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "mi").write_text(
+        f"21 1 252:0 / / ro,relatime - ext4 {tmp_path}/vda ro\n"
+        f"30 21 43:0 / /srv rw,relatime - ext4 {tmp_path}/vdb rw\n"
+    )
+    (tmp_path / "fstab").write_text(f"{tmp_path}/vda / ext4 defaults 0 1\n{tmp_path}/vdb /srv ext4 defaults 0 2\n")
+    code, out, _ = run_cli(capsys, ["fsck", "-p", "--dry-run", "--json", "--fstab", str(tmp_path / "fstab"),
+                                    "--mountinfo", str(tmp_path / "mi")])
+    checks = json.loads(out)["checks"]
+    assert code == 0
+    assert [(c["target"], c["status"], c["reason"]) for c in checks] == [
+        ("/", "planned", ""), ("/srv", "skipped", "mounted read-write on /srv")
+    ]
+
+
+def test_uppercase_uuid_finds_udevs_lowercase_link(tmp_path: Path) -> None:
+    by_uuid = tmp_path / "disk" / "by-uuid"
+    by_uuid.mkdir(parents=True)
+    (by_uuid / "6d3e5c9a-3b8e-4f7a").write_bytes(b"")
+    (entry,) = [e for _, e in Fstab.parse("UUID=6D3E5C9A-3B8E-4F7A /x ext4 defaults 0 2\n").entries]
+    assert resolve(entry, dev_root=str(tmp_path)).device == str(by_uuid / "6d3e5c9a-3b8e-4f7a")
+
+
+def test_wait_for_polls_until_the_device_shows_up(tmp_path: Path) -> None:
+    (entry,) = [e for _, e in Fstab.parse(f"{tmp_path}/nbd0 /x ext4 _netdev 0 2\n").entries]
+    now = [0.0]
+    seen: list[str] = []
+
+    def sleep(dt: float) -> None:  # a virtual clock; the device appears at t=1.0
+        now[0] += dt
+        if now[0] >= 1.0:
+            (tmp_path / "nbd0").touch()
+
+    got = wait_for([entry], 30, progress=seen.append, clock=lambda: now[0], sleep=sleep)
+    assert got[entry].device == f"{tmp_path}/nbd0"
+    assert 1.0 <= now[0] < 1.2
+    assert seen == [f"waiting up to 30 s for {tmp_path}/nbd0 (/x)"]

@@ -170,3 +170,19 @@ def test_plan_mount_api_reports_already_mounted_from_mountinfo() -> None:
     assert [(a.target, a.status) for a in actions] == [
         ("/", "skipped"), ("/data", "skipped"), ("/scratch", "skipped")
     ]
+
+
+def test_umount_of_a_named_mount_point_needs_no_fstab_line_and_takes_children(files, capsys) -> None:
+    fstab, mi = files
+    fstab.write_text("")
+    code, plan = run_json(capsys, ["umount", "--dry-run", "--json", "--fstab", str(fstab), "--mountinfo", str(mi),
+                                   "/srv/iscsi/bind"])
+    assert code == 0
+    assert [u["target"] for u in plan["unmounts"]] == ["/srv/iscsi/bind/deep", "/srv/iscsi/bind"]
+    assert plan["unmounts"][1]["line"] is None
+
+
+def test_umount_of_something_not_mounted_fails_with_32(files, capsys) -> None:
+    fstab, mi = files
+    code = main(["umount", "--dry-run", "--fstab", str(fstab), "--mountinfo", str(mi), "/nowhere"])
+    assert code == 32 and "/nowhere: not mounted" in capsys.readouterr().err

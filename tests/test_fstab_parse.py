@@ -63,6 +63,25 @@ def test_mangle_then_unmangle_is_identity_on_any_bytes(raw: bytes) -> None:
     assert not any(ch in mangle(value) for ch in " \t\n")
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(CORPUS), st.data(), st.integers(0, 9),
+    st.lists(st.sampled_from(["rw", "nofail", "_netdev", "x y", "a\\b"]), min_size=1, max_size=3),
+)
+def test_any_edit_changes_only_its_own_line(path: Path, data, passno: int, opts: list[str]) -> None:
+    fstab = Fstab.load(path)
+    lines = [ln for ln, _ in fstab.entries]
+    line = data.draw(st.sampled_from(lines))
+    before = [ln.raw for ln in fstab.lines]
+    new = line.entry.replace(passno=passno, options=opts)
+    fstab.update(line, new)
+    after = Fstab.parse(fstab.render())
+    assert [ln.raw for ln in after.lines if ln.lineno != line.lineno] == [
+        raw for i, raw in enumerate(before, start=1) if i != line.lineno
+    ]
+    assert after.lines[line.lineno - 1].entry == new
+
+
 def test_editing_one_field_keeps_layout_and_other_lines() -> None:
     path = DATA / "debian.fstab"
     fstab = Fstab.load(path)

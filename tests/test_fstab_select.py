@@ -112,3 +112,23 @@ def test_mount_selection_splits_on_N(capsys, tmp_path: Path) -> None:
 def test_openbsd_xx_lines_are_never_selected(capsys) -> None:
     _, out, _ = run(capsys, ["fstab", "list", "--json", "--fstab", str(DATA / "openbsd.fstab")])
     assert "/usr/obj" not in [r["target"] for r in json.loads(out)]
+
+
+CORPUS_SPLIT = {
+    "debian.fstab": (["/", "/boot/efi", "none", "/media/cdrom0"], []),
+    "ubuntu.fstab": (["/", "/boot", "none"], []),
+    "openbsd.fstab": (["none", "/", "/home", "/tmp", "/usr", "/var"], ["/srv/iscsi", "/mnt/export"]),
+    "iscsi.fstab": (["/", "/srv/scratch", "/srv/typo"], ["/srv/store", "/srv/store/cache"]),
+    "escapes.fstab": (["/mnt/my disk", "/mnt/tab\there", "/mnt/not\\escaped"], ["/mnt/back\\slash"]),
+    "four_field.fstab": (["/proc", "/run/shm", "/data", "/srv"], []),
+    "tabs.fstab": (["/", "/home", "/var"], []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS_SPLIT))
+def test_corpus_files_split_into_local_and_network_entries(name: str, capsys) -> None:
+    local, net = CORPUS_SPLIT[name]
+    for flag, want in (([], local), (["-N"], net)):
+        code, out, err = run(capsys, ["fstab", "list", *flag, "--json", "--fstab", str(DATA / name)])
+        assert code == 0 and err == ""
+        assert [r["target"] for r in json.loads(out)] == want

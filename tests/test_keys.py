@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initiator.errors import NegotiationError
@@ -161,3 +161,36 @@ def test_added_connection_offers_no_session_wide_keys_and_ignores_them_from_the_
     r = n.result("Normal", "iqn.x")
     assert (r.max_burst, r.first_burst, r.max_connections, r.immediate_data) == (65536, 8192, 4, True)
     assert set(n.ignored) == {"MaxBurstLength", "ImmediateData"}
+
+
+def _value(rule, draw_int, draw_bool, draw_list):
+    if rule.kind in (Kind.AND, Kind.OR):
+        return "Yes" if draw_bool else "No"
+    if rule.kind in (Kind.MIN, Kind.MAX):
+        return str(rule.low + draw_int % (rule.high - rule.low + 1))
+    return ",".join(draw_list) if draw_list else rule.values[-1]
+
+
+@settings(max_examples=200)
+@given(key=st.sampled_from(sorted(k for k, r in KEYS.items() if r.kind in (Kind.AND, Kind.OR, Kind.MIN, Kind.MAX,
+                                                                           Kind.LIST))),
+       ints=st.tuples(st.integers(0, 1 << 25), st.integers(0, 1 << 25)), bools=st.tuples(st.booleans(), st.booleans()),
+       data=st.data())
+def test_what_a_compliant_target_answers_is_always_accepted(key, ints, bools, data):
+    rule = KEYS[key]
+    lists = [data.draw(st.lists(st.sampled_from(rule.values), min_size=1, unique=True)) if rule.values else []
+             for _ in range(2)]
+    ours = _value(rule, ints[0], bools[0], lists[0])
+    target_pref = _value(rule, ints[1], bools[1], lists[1])
+    answer, result = respond(rule, ours, target_pref)  # the target as responder, by the same RFC rules
+    if answer == "Reject" and not rule.reject_ok:  # no common digest: every target MUST support both
+        with pytest.raises(NegotiationError):
+            check_answer(rule, ours, answer)
+    else:
+        assert check_answer(rule, ours, answer) == result
+
+
+def test_session_keys_offered_in_a_discovery_session_are_answered_irrelevant():
+    n = Negotiator(Proposals(), discovery=True)
+    n.offers()
+    assert n.receive([("MaxBurstLength", "65536"), ("HeaderDigest", "None")]) == [("MaxBurstLength", "Irrelevant")]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from initiator import pdu
 from initiator.chap import chap_response, decode_binary, encode_binary
 from initiator.errors import (
     AuthenticationError,
+    ISCSIError,
     LocalProtocolError,
     LoginError,
     LoginRedirect,
@@ -79,11 +82,11 @@ def test_multi_pdu_response_is_reassembled_with_empty_requests():
 
 def test_long_request_is_split_with_the_continue_bit():
     m = make()
-    m.send_limit = 40
+    m.send_limit = 24
     req = m.start()
     sent = []
     while req.cont:
-        assert not req.transit and len(req.data) <= 40
+        assert not req.transit and len(req.data) <= 24
         sent.append(req.data)
         req = m.receive(answer(req, transit=False))  # the target acknowledges each piece empty
     sent.append(req.data)
@@ -242,3 +245,44 @@ def test_misuse_is_a_local_error_and_params_hide_secrets():
     assert "TOPSECRET" not in repr(m.params)
     with pytest.raises(LocalProtocolError):
         m.receive(answer(pdu.LoginRequest(itt=5, isid=ISID)))
+
+
+_FUZZ_KEYS = ["AuthMethod", "CHAP_A", "CHAP_I", "CHAP_C", "CHAP_N", "CHAP_R", "HeaderDigest", "MaxBurstLength",
+              "MaxRecvDataSegmentLength", "ImmediateData", "TargetPortalGroupTag", "TargetAddress", "X-odd",
+              "SendTargets", "OFMarkInt", "SessionType"]
+_FUZZ_VALUES = ["None", "CHAP", "5", "7", "0x00ff", "0b", "0x", "Yes", "No", "Reject", "Irrelevant", "NotUnderstood",
+                "CRC32C", "99999999999", "-1", "1~2", "", "h:1,1", "tu"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(
+    st.lists(st.tuples(st.sampled_from(_FUZZ_KEYS), st.sampled_from(_FUZZ_VALUES)), max_size=5),
+    st.booleans(), st.booleans(), st.integers(0, 3), st.sampled_from([(0, 0), (0, 0), (0, 0), (1, 1), (2, 1), (3, 0)]),
+    st.booleans(), st.integers(0, 0xFFFF)), min_size=1, max_size=8),
+    mutual=st.booleans())
+def test_arbitrary_target_responses_raise_only_iscsi_errors(steps, mutual):
+    kw = {"chap_user": "iu", "chap_secret": "isecret-0123"}
+    if mutual:
+        kw.update(mutual_user="tu", mutual_secret="tsecret-4567")
+    m = make(**kw)
+    req = m.start()
+    try:
+        for pairs, transit, cont, nsg, status, same_csg, tsih in steps:
+            rsp = answer(req, pairs, transit=transit, cont=cont, nsg=nsg, status=status, tsih=tsih)
+            if not same_csg:
+                rsp.csg = 1 - req.csg if req.csg in (0, 1) else 0
+            req = m.receive(rsp)
+            if req is None:
+                assert m.result is not None and m.state is State.FULL_FEATURE
+                break
+    except ISCSIError:
+        assert m.state is State.FAILED
+
+
+def test_transcript_records_the_exchange_without_chap_values():
+    m = make(chap_user="iu", chap_secret="isecret-0123")
+    req = m.receive(answer(m.start(), [("AuthMethod", "CHAP")], transit=False))
+    m.receive(answer(req, [("CHAP_A", "5"), ("CHAP_I", "9"), ("CHAP_C", "0x" + "ab" * 16)]))
+    assert m.transcript[0][0:2] == ("sent", "security negotiation")
+    flat = repr(m.transcript)
+    assert "CHAP_N" in flat and "abab" not in flat and "isecret" not in flat and "<34 chars>" in flat

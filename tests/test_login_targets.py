@@ -14,7 +14,13 @@ import socket
 import pytest
 
 from initiator import pdu
-from initiator.errors import AuthenticationError, LoginError, NegotiationError, TargetProtocolError
+from initiator.errors import (
+    AuthenticationError,
+    LoginError,
+    LoginRedirect,
+    NegotiationError,
+    TargetProtocolError,
+)
 from initiator.keys import Proposals
 from initiator.login import LoginMachine, LoginParams, Negotiated
 from initiator.text import TextMachine, parse_sendtargets
@@ -120,6 +126,13 @@ def test_plain_login_to_tgtd_reaches_full_feature_and_logs_out(tgtd):
     assert logout(conn).response == 0
 
 
+def test_each_side_declares_its_own_max_recv_data_segment_length(tgtd):
+    t = tgtd(size_mb=8, params={"MaxRecvDataSegmentLength": "65536"})
+    conn = login(t.portal, params(t.iqn, proposals=Proposals(max_recv_dsl=16384)))
+    assert (conn.negotiated.max_xmit_dsl, conn.negotiated.max_recv_dsl) == (65536, 16384)
+    assert logout(conn).response == 0
+
+
 def test_one_way_chap_md5_login_to_tgtd(tgtd):
     t = tgtd(size_mb=8, chap=("iuser", "isecret-0123"))
     conn = login(t.portal, params(t.iqn, chap_user="iuser", chap_secret="isecret-0123", chap_algorithms=(5,)))
@@ -218,6 +231,23 @@ def test_long_sendtargets_answer_is_pulled_with_ttt_continuation(tgtd):
     assert logout(conn).response == 0
 
 
+def test_tgtd_redirect_is_surfaced_with_the_new_portal(tgtd):
+    t = tgtd(size_mb=8)
+    real = tgtd(size_mb=8, iqn=t.iqn)  # the same target name, served on another port
+    # tgt redirects only to a numeric address other than its own portal's, so name 127.0.0.2.
+    for key, value in (("RedirectAddress", "127.0.0.2"), ("RedirectPort", str(real.port)),
+                       ("RedirectReason", "Permanent")):
+        t.update(key, value)
+    with pytest.raises(LoginRedirect, match=f"moved permanently to 127.0.0.2:{real.port}") as ei:
+        login(t.portal, params(t.iqn))
+    assert ei.value.permanent and (ei.value.status_class, ei.value.status_detail) == (1, 2)
+    assert ei.value.portal == ("127.0.0.2", real.port, 1)
+    # Following it: the fixture serves on 127.0.0.1 only, so keep the redirected port with that address.
+    conn = login(("127.0.0.1", ei.value.portal[1]), params(t.iqn))
+    assert conn.negotiated.target_name == t.iqn
+    assert logout(conn).response == 0
+
+
 def test_added_connection_joins_the_tgtd_session(tgtd):
     t = tgtd(size_mb=8, params={"MaxConnections": "4"})
     first_params = params(t.iqn, proposals=Proposals(max_connections=4))
@@ -285,3 +315,22 @@ def test_istgt_digests_when_offered_frame_a_ping(istgt):
     rsp = conn.recv()
     assert isinstance(rsp, pdu.NopIn) and bytes(rsp.data) == b"ping!"
     conn.close()
+
+
+def test_istgt_refuses_a_connection_over_its_max_connections_clearly(istgt):
+    t = istgt(size_mb=8, max_connections=2)
+    first_params = params(t.iqn, proposals=Proposals(max_connections=4))
+    first = login(t.portal, first_params)
+    assert first.negotiated.max_connections == 2  # numerical min of our 4 and its 2
+
+    def add(cid: int) -> Conn:
+        return login(t.portal, LoginParams(initiator_name=INITIATOR, target_name=t.iqn, isid=first_params.isid,
+                                           tsih=first.tsih, cid=cid, leading=False, session=first.negotiated,
+                                           cmdsn=first.cmdsn))
+
+    second = add(1)
+    with pytest.raises(LoginError, match="too many connections|cannot include") as ei:
+        add(2)
+    assert ei.value.status_class == 2
+    second.close()
+    first.close()

@@ -44,7 +44,7 @@ def backing(path, length: int) -> bytes:
 def test_large_write_survives_a_connection_reset_every_few_mib(tgtd):
     t = tgtd(size_mb=64)
     data = os.urandom(48 * MiB)
-    with ResetProxy(t.host, t.port, reset_every=6 * MiB) as proxy:
+    with ResetProxy(t.host, t.port, reset_every=8 * MiB) as proxy:
         async def go():
             s = await open_session(SessionConfig(proxy.host, proxy.port, INITIATOR, t.iqn, nop_interval=0,
                                                  login_timeout=5, replacement_timeout=20))

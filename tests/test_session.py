@@ -182,7 +182,7 @@ def test_cmdsn_window_closes_at_maxcmdsn_and_opens_on_a_response():
 def test_target_ping_is_answered_with_its_ttt_without_advancing_statsn():
     core, (c,) = make()
     deliver(core, c, pdu.NopIn(itt=pdu.RESERVED_TAG, ttt=0x77, lun=0, statsn=10, expcmdsn=1, maxcmdsn=64))
-    (conn, bufs), = core.out
+    (_, bufs), = core.out
     (reply,) = parse_sent(bufs)
     assert isinstance(reply, pdu.NopOut) and reply.ttt == 0x77 and reply.itt == pdu.RESERVED_TAG
     assert reply.immediate and c.expstatsn == 10

@@ -74,7 +74,7 @@ report["sendsigs"] = sendsigs()
 def run(argv):
     argv = [a.format(**{n: p.pid for n, p in procs.items()}) for a in argv]
     t0 = time.monotonic()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "seconds": time.monotonic() - t0}
 
 report["runs"] = [run(argv) for argv in spec["run"]]
@@ -94,8 +94,8 @@ open({prefix_file!r}, "w").write(sys.prefix)
 time.sleep(300)
 """
 
-IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
-               "time.sleep(300)"
+IGNORES_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(300)")
 
 
 def run_scenario(tmp_path: Path, spec: dict) -> dict:
@@ -103,7 +103,7 @@ def run_scenario(tmp_path: Path, spec: dict) -> dict:
     env = {**os.environ, "BOOTKIT_RUNDIR": str(rundir), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     spec = {"bootkit": BOOTKIT, "flagged": [], "expect_dead": [], **spec}
     r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", SCENARIO,
-                        json.dumps(spec)], env=env, capture_output=True, text=True, timeout=120)
+                        json.dumps(spec)], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -137,7 +137,8 @@ def killall_run(tmp_path_factory) -> dict:
         "run": [[BOOTKIT, "killall5", "--dry-run", "--json", "-o", "{omitted}"],
                 [BOOTKIT, "killall5", "-s", "KILL", "-o", "{omitted}"]],
         "expect_dead": ["plain", "reused"],
-        "after": [[BOOTKIT, "killall5", "-s", "KILL", "-o", "{omitted}"], [BOOTKIT, "shim", "list", "--json"]],
+        "after": [[BOOTKIT, "killall5", "-s", "KILL", "-o", "{omitted}"],
+                  [BOOTKIT, "shim", "list", "--json"]],
     })
     report["prefix"] = (tmp / "prefix").read_text()
     return report
@@ -205,6 +206,7 @@ def test_shim_list_after_the_kill_shows_only_the_live_flags(killall_run):
 
 
 def test_shutdown_kill_terms_then_kills_the_stubborn_and_spares_the_flagged(tmp_path):
+    fast = [BOOTKIT, "shutdown-kill", "--term-wait", "0.5", "--sync-wait", "0.2", "--kill-step", "0.1"]
     report = run_scenario(tmp_path, {
         "start": {
             "keeper": [BOOTKIT, "shim", "run", "--name", "keeper", "--", "sleep", "300"],
@@ -213,9 +215,9 @@ def test_shutdown_kill_terms_then_kills_the_stubborn_and_spares_the_flagged(tmp_
         },
         "flagged": ["keeper"],
         "ready": ["stubborn"],
-        "run": [[BOOTKIT, "shutdown-kill", "--term-wait", "0.5", "--sync-wait", "0.2", "--kill-step", "0.1"]],
+        "run": [fast],
         "expect_dead": ["polite", "stubborn"],
-        "after": [[BOOTKIT, "shutdown-kill", "--term-wait", "0.5", "--sync-wait", "0.2", "--kill-step", "0.1"]],
+        "after": [fast],
     })
     rc, run = report["returncode"], report["runs"][0]
     assert rc["keeper"] is None

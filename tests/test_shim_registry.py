@@ -142,15 +142,16 @@ e1 = iscsid_shim.flag_self("uiscsid")
 path = registry.registry_dir() / str(os.getpid())
 m1 = path.stat().st_mtime_ns
 e2 = iscsid_shim.flag_self("uiscsid")
-print(open("/proc/self/cmdline", "rb").read().split(b"\\0")[0].decode(), open("/proc/self/comm").read().strip() == comm0,
+argv0 = open("/proc/self/cmdline", "rb").read().split(b"\\0")[0].decode()
+print(argv0, open("/proc/self/comm").read().strip() == comm0,
       e1 == e2, path.stat().st_mtime_ns == m1, iscsid_shim.is_flagged(os.getpid()), sep="|", flush=True)
 sys.stdin.readline()
 """
 
 
 def test_flag_self_is_idempotent_sets_at_argv0_keeps_comm_and_unflags_at_exit(rundir):
-    p = subprocess.Popen([sys.executable, "-c", FLAG_SELF, "-d"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True, env={**os.environ, "BOOTKIT_RUNDIR": str(rundir)})
+    p = subprocess.Popen([sys.executable, "-c", FLAG_SELF, "-d"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "BOOTKIT_RUNDIR": str(rundir)})
     try:
         argv0, comm, same, untouched, flagged = p.stdout.readline().rstrip("\n").split("|")
         assert argv0 == "@uiscsid -d"
@@ -168,17 +169,19 @@ def test_shim_list_json_and_clear(rundir, sleeper):
     p = sleeper()
     iscsid_shim.flag(p.pid, "keeper")
     env = {**os.environ, "BOOTKIT_RUNDIR": str(rundir)}
-    out = subprocess.run([BOOTKIT, "shim", "list", "--json"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([BOOTKIT, "shim", "list", "--json"], env=env, capture_output=True, text=True,
+                         check=True)
     assert [(e["pid"], e["name"]) for e in json.loads(out.stdout)] == [(p.pid, "keeper")]
-    assert subprocess.run([BOOTKIT, "shim", "clear", str(p.pid)], env=env).returncode == 0
-    clear = subprocess.run([BOOTKIT, "shim", "clear", str(p.pid)], env=env, capture_output=True, text=True)
+    assert subprocess.run([BOOTKIT, "shim", "clear", str(p.pid)], env=env, check=False).returncode == 0
+    clear = subprocess.run([BOOTKIT, "shim", "clear", str(p.pid)], env=env, capture_output=True, text=True,
+                           check=False)
     assert clear.returncode == 1 and "not flagged" in clear.stderr
 
 
 def test_shim_run_of_a_missing_command_fails_cleanly_and_leaves_no_flag(rundir):
     env = {**os.environ, "BOOTKIT_RUNDIR": str(rundir)}
     r = subprocess.run([BOOTKIT, "shim", "run", "--", "/nonexistent/daemon"], env=env, capture_output=True,
-                       text=True)
+                       text=True, check=False)
     assert r.returncode == 1
     assert "command not found" in r.stderr and "Traceback" not in r.stderr
     assert registry.flagged() == []
@@ -251,3 +254,24 @@ def test_stat_line_parses_whatever_comm_holds(comm, start, flags):
     line = f"42 ({comm}) S 1 42 42 0 -1 {flags} " + "0 " * 12 + f"{start} 0 0\n"
     st_ = procinfo.parse_stat(42, line)
     assert (st_.state, st_.ppid, st_.session, st_.flags, st_.start) == ("S", 1, 42, flags, start)
+
+
+PROBE_MODULE = """
+import json, sys
+argv0 = open("/proc/self/cmdline", "rb").read().split(b"\\0")[0].decode()
+print(json.dumps({"argv0": argv0, "argv": sys.argv[1:], "prefix": sys.prefix}))
+"""
+
+
+@pytest.mark.parametrize("form", ["-m", "-c", "script"])
+def test_shim_run_of_python_forms_keeps_venv_and_at_argv0_and_unflags_at_exit(tmp_path, rundir, form):
+    (tmp_path / "probe_mod.py").write_text(PROBE_MODULE)
+    target = {"-m": ["-m", "probe_mod"], "-c": ["-c", PROBE_MODULE], "script": [str(tmp_path / "probe_mod.py")]}
+    env = {**os.environ, "BOOTKIT_RUNDIR": str(rundir)}
+    r = subprocess.run([BOOTKIT, "shim", "run", "--name", "probe", "--", sys.executable, *target[form], "x", "y"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out == {"argv0": "@probe x y", "argv": ["x", "y"], "prefix": sys.prefix}
+    assert not (rundir / "sendsigs.omit.d" / "probe").exists()  # the launcher unflagged it at exit
+    assert list((rundir / "bootkit" / "nobroadcastkill").glob("[0-9]*")) == []

@@ -89,7 +89,7 @@ def test_every_immediate_data_and_initial_r2t_combination_moves_data_intact(tgtd
 def test_queue_depth_64_of_mixed_writes_lands_in_the_backing_file(tgtd):
     t = tgtd(size_mb=16)
     rng = random.Random(7)
-    blocks = rng.sample(range(0, 16 * 2048 // 16), 64)  # 64 distinct 8 KiB slots
+    blocks = rng.sample(range(16 * 2048 // 16), 64)  # 64 distinct 8 KiB slots
     chunks = {b: os.urandom(8192) for b in blocks}
 
     async def go():

@@ -28,7 +28,7 @@ import fcntl, os, signal, socket, struct, subprocess, threading
 
 SET_SOCK, SET_BLKSIZE, DO_IT, CLEAR_SOCK, SET_SIZE_BLOCKS, DISCONNECT = (
     0xab00, 0xab01, 0xab03, 0xab04, 0xab07, 0xab08)
-SIZE = 64 << 20
+SIZE = 32 << 20
 disk = bytearray(SIZE)
 kern, serv = socket.socketpair()
 
@@ -54,7 +54,8 @@ def serve():
         elif kind == 1:
             disk[off:off + length] = recv_exact(length)
             serv.sendall(reply)
-        elif kind == 2:
+        elif kind == 2:  # disconnect: closing our end lets NBD_DO_IT return at once
+            serv.shutdown(socket.SHUT_RDWR)
             return
         else:
             serv.sendall(reply)
@@ -80,7 +81,10 @@ steps = [["mkfs.ext4", "-q", "-F", "/dev/nbd0"], ["mkdir", "-p", "/tmp/nbdmnt"],
          ["mount", "-t", "ext4", "/dev/nbd0", "/tmp/nbdmnt"],
          ["sh", "-c", "echo nbd-ok > /tmp/nbdmnt/f && sync"], ["umount", "/tmp/nbdmnt"],
          ["e2fsck", "-fn", "/dev/nbd0"]]
-codes = [subprocess.run(s).returncode for s in steps]
+codes = []
+for s in steps:
+    codes.append(subprocess.run(s).returncode)
+    print("nbd step", s[0], "done", open("/proc/uptime").read().split()[0])
 fcntl.ioctl(dev, DISCONNECT)
 kernel_side.join(30)
 fcntl.ioctl(dev, CLEAR_SOCK)
@@ -103,12 +107,16 @@ def checks_boot(vm_boot_files: BootFiles, host_tgtd: Tgt,
     share = tmp_path_factory.mktemp("share")  # under the host's /tmp: visible only through the share
     (share / "nbd_guest.py").write_text(NBD_GUEST)
     script = textwrap.dedent(f"""\
+        step() {{ read -r up _ < /proc/uptime; echo "step $up $*"; }}
         echo "hello from the guest"
         command -v python3 > /results/python3
         echo "$BOOTKIT_TEST_VAR" > /results/env
+        step nbd
         python3 /mnt/share/nbd_guest.py
+        step iscsi-inq
         iscsi-inq {host_tgtd.url(lun=1, host="10.0.2.2")} > /results/inq 2>&1
         echo $? > /results/inq.status
+        step done
         exit 7
         """)
     result = run_guest(script=script, net=True, env={"BOOTKIT_TEST_VAR": "it's \"quoted\" $HOME"},
@@ -157,8 +165,8 @@ def rc_boot(vm_boot_files: BootFiles, tmp_path_factory: pytest.TempPathFactory) 
     disk = Disk.create(base / "persist.img", 64 << 20)
     rc_dir = base / "rc"
     rc_dir.mkdir()
-    (rc_dir / "rc").write_text("#!/bin/sh\nmkfs.ext4 -q /dev/vda && mkdir -p /tmp/m && mount /dev/vda /tmp/m\n"
-                               "echo rc-ran > /results/rc\n")
+    (rc_dir / "rc").write_text("#!/bin/sh\nmkfs.ext4 -q /dev/vda && mkdir -p /tmp/m"
+                               " && mount /dev/vda /tmp/m\necho rc-ran > /results/rc\n")
     (rc_dir / "rc.shutdown").write_text("umount /tmp/m && echo shutdown-ran > /results/shutdown\n")
     bootkit = os.path.join(os.path.dirname(sys.executable), "bootkit")
     out = subprocess.run([bootkit, "vm", "run", "--json", "--rc-dir", str(rc_dir), "--disk", str(disk.path),
@@ -195,7 +203,8 @@ def test_power_cut_leaves_disks_as_the_guest_left_them(rc_boot: RcBoot, vm_boot_
         echo CUT-THE-POWER-NOW
         sleep 600
         """)
-    result = run_guest(script=script, disks=[persist, scratch], power_cut=PowerCut(marker="CUT-THE-POWER-NOW"),
+    result = run_guest(script=script, disks=[persist, scratch],
+                       power_cut=PowerCut(marker="CUT-THE-POWER-NOW"),
                        results_dir=tmp_path / "results", boot_files=vm_boot_files, timeout=120)
     print(result.console)
     assert result.power_cut and not result.timed_out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,9 +16,9 @@ from hypothesis import strategies as st
 from vm import cpio
 from vm.cli import main as vm_main
 from vm.console import ConsoleLine, LineAssembler, marker_re, parse_event
-from vm.harness import _check_guest_path, guest_env
+from vm.harness import GuestError, PowerCut, _check_guest_path, guest_env, supervise
 from vm.initramfs import InitramfsError, is_static_elf, load_order, module_name, parse_modules_dep
-from vm.kernel import KernelFetchError, parse_depends
+from vm.kernel import KernelFetchError, cache_root, cached_kernels, ensure_kernel, parse_depends
 from vm.qemu import BootSpec, Disk, Export, argv
 
 MODULES_DEP = """\
@@ -57,7 +58,8 @@ def test_module_names_ignore_compression_and_dashes() -> None:
 
 
 def test_kernel_package_is_the_generic_flavour_never_cloud() -> None:
-    text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n  Depends: linux-image-6.1.0-56-amd64\n"
+    text = ("linux-image-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n"
+            "  Depends: linux-image-6.1.0-56-amd64\n")
     assert parse_depends(text) == "linux-image-6.1.0-56-amd64"
     with pytest.raises(KernelFetchError):
         parse_depends("linux-image-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n")
@@ -88,8 +90,9 @@ def test_static_elf_detection_rejects_a_dynamic_python() -> None:
 
 
 def test_qemu_always_runs_tcg_and_escapes_commas_in_paths() -> None:
-    spec = BootSpec(Path("/k/vmlinuz"), Path("/k/initrd"), Path("/tmp/job"), disks=(Disk(Path("/d/a,b.img")),),
-                    net=True, exports=(Export("results", Path("/r"), False),))
+    spec = BootSpec(Path("/k/vmlinuz"), Path("/k/initrd"), Path("/tmp/job"),
+                    disks=(Disk(Path("/d/a,b.img")),), net=True,
+                    exports=(Export("results", Path("/r"), False),))
     args = argv(spec)
     assert args[args.index("-accel") + 1] == "tcg" and "kvm" not in " ".join(args)
     assert "file=/d/a,,b.img,format=raw,if=virtio,cache=writeback" in args
@@ -132,3 +135,67 @@ def test_reserved_or_odd_guest_paths_are_refused(path: str) -> None:
 def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert vm_main(["vm", "run", "--"]) == 2
     assert "give a command" in capsys.readouterr().err
+
+
+def _console(script: str) -> list[str]:
+    """A real process standing in for QEMU's serial console: a shell printing marker lines."""
+    return ["sh", "-c", script]
+
+
+def test_exit_code_comes_from_the_cmd_end_marker_with_the_runs_nonce(tmp_path: Path) -> None:
+    r = supervise(_console("echo 'bootkit-vm[beef] 1.0 cmd-begin'; echo out;"
+                           "echo 'bootkit-vm[f00d] 2.0 cmd-end 9';"
+                           "echo 'bootkit-vm[beef] 2.5 cmd-end 4'; echo 'bootkit-vm[beef] 2.6 poweroff'"),
+                  "beef", tmp_path, timeout=20)
+    assert r.exit_code == 4 and r.error is None
+    assert [e.name for e in r.events] == ["cmd-begin", "cmd-end", "poweroff"]
+    assert r.line_time("out") is not None and r.event("poweroff") is not None
+
+
+def test_hard_timeout_kills_the_guest_and_says_so(tmp_path: Path) -> None:
+    r = supervise(_console("echo 'bootkit-vm[n] 1.0 cmd-begin'; exec sleep 30"), "n", tmp_path, timeout=1.0)
+    assert r.timed_out and not r.power_cut and r.exit_code is None
+    assert r.error == "timed out after 1 s" and r.duration < 10
+
+
+def test_power_cut_fires_on_the_marker_line_and_not_before(tmp_path: Path) -> None:
+    r = supervise(_console("echo before; sleep 0.3; echo CUT-HERE; exec sleep 30"), "n", tmp_path,
+                  PowerCut(marker="CUT-HERE", delay=0.2), timeout=20)
+    assert r.power_cut and not r.timed_out and r.error == "power cut"
+    assert r.qemu_returncode == -9 and r.duration < 10
+    cut_seen = r.line_time("CUT-HERE")
+    assert cut_seen is not None and r.duration >= cut_seen + 0.2
+
+
+def test_power_cut_without_a_marker_fires_after_the_delay(tmp_path: Path) -> None:
+    r = supervise(_console("exec sleep 30"), "n", tmp_path, PowerCut(delay=0.5), timeout=20)
+    assert r.power_cut and 0.5 <= r.duration < 10
+
+
+def test_a_guest_that_dies_early_is_reported_not_hidden(tmp_path: Path) -> None:
+    r = supervise(_console("echo 'bootkit-vm: stage1 failed: insmod ext4'; exit 1"), "n", tmp_path,
+                  timeout=20)
+    assert r.exit_code is None and r.error == "bootkit-vm: stage1 failed: insmod ext4"
+    with pytest.raises(GuestError, match="stage1 failed"):
+        r.check()
+
+
+def _fake_kernel_entry(base: Path, package: str, release: str, complete: bool = True) -> None:
+    root = base / "iscsi-bootkit" / "kernel" / package
+    (root / "root" / "boot").mkdir(parents=True)
+    (root / "root" / "boot" / f"vmlinuz-{release}").write_bytes(b"k")
+    (root / "root" / "lib" / "modules" / release).mkdir(parents=True)
+    (root / "root" / "lib" / "modules" / release / "modules.dep").write_text("")
+    if complete:
+        (root / ".complete").write_text(json.dumps({"package": package, "release": release}))
+
+
+def test_the_newest_complete_cached_kernel_is_used_without_asking_apt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _fake_kernel_entry(tmp_path, "linux-image-6.1.0-9-amd64", "6.1.0-9-amd64")
+    _fake_kernel_entry(tmp_path, "linux-image-6.1.0-56-amd64", "6.1.0-56-amd64")
+    _fake_kernel_entry(tmp_path, "linux-image-6.1.0-99-amd64", "6.1.0-99-amd64", complete=False)
+    assert cache_root() == tmp_path / "iscsi-bootkit"
+    assert [k.release for k in cached_kernels()] == ["6.1.0-9-amd64", "6.1.0-56-amd64"]
+    assert ensure_kernel().release == "6.1.0-56-amd64"

@@ -1,4 +1,4 @@
-"""`bootkit vm ...`: check the host (doctor), fetch the guest kernel (fetch), run a command in a guest (run)."""
+"""`bootkit vm ...`: check the host (doctor), fetch the guest kernel (fetch), run a command in a guest."""
 
 from __future__ import annotations
 
@@ -101,14 +101,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
+def _pairs(option: str, pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--env {pair!r}: expected NAME=VALUE")
-        env[key] = value
-    return env
+        if not sep or not key:
+            raise ValueError(f"{option} {pair!r}: expected LEFT=RIGHT")
+        out[key] = value
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -122,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         script = Path(args.script).read_text() if args.script else None
         result = harness.run_guest(
             None if script is not None else command, script=script, disks=args.disk, net=args.net,
-            rc_dir=args.rc_dir, env=_env(args.env), results_dir=args.results, timeout=args.timeout,
+            rc_dir=args.rc_dir, env=_pairs("--env", args.env),
+            shares=_pairs("--share", args.share), results_dir=args.results, timeout=args.timeout,
             mem=args.mem, cpus=args.cpus, stream=sys.stderr if args.json else sys.stdout,
             kernel_quiet=not args.kernel_log)
     except (harness.GuestError, ValueError, OSError) as exc:
@@ -166,6 +167,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--results", metavar="DIR", help="host dir shown as /results (default: a new temp dir)")
     r.add_argument("--rc-dir", metavar="DIR", help="run DIR/rc before CMD and DIR/rc.shutdown after it")
     r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="guest env; repeatable")
+    r.add_argument("--share", action="append", default=[], metavar="GUESTPATH=HOSTDIR",
+                   help="export HOSTDIR read-write at GUESTPATH in the guest; repeatable")
     r.add_argument("--script", metavar="FILE", help="run this script instead of CMD")
     r.add_argument("--kernel-log", action="store_true", help="do not pass 'quiet' to the kernel")
     r.add_argument("--json", action="store_true", help="console to stderr, a JSON summary to stdout")

@@ -125,12 +125,15 @@ class GuestResult:
 
 @lru_cache(maxsize=1)
 def _prepare_cached() -> BootFiles:
-    tree = kernel_mod.fetch(progress=lambda s: print(f"bootkit vm: {s}", file=sys.stderr))
+    tree = kernel_mod.ensure_kernel(progress=lambda s: print(f"bootkit vm: {s}", file=sys.stderr))
     return BootFiles(tree, ensure_initramfs(tree))
 
 
 def prepare() -> BootFiles:
-    """Fetch the kernel (once; cached on disk) and build the initramfs (cached by input hash)."""
+    """The cached kernel (fetched first if the cache is empty) and its initramfs (cached by input hash).
+
+    ``bootkit vm fetch`` is what moves the cache to a newer Debian kernel; a boot never asks apt.
+    """
     return _prepare_cached()
 
 
@@ -291,9 +294,9 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
         for disk in disk_list:
             if not disk.path.is_file():
                 raise ValueError(f"disk {disk.path} does not exist (Disk.create(path, size) makes one)")
-        spec = BootSpec(files.kernel.vmlinuz, files.initramfs, job, mem=mem, cpus=cpus, disks=disk_list, net=net, exports=tuple(exports),
-                        kernel_quiet=kernel_quiet)
-        return _boot(argv(spec, qemu), nonce, results, power_cut, timeout, stream, on_start)
+        spec = BootSpec(files.kernel.vmlinuz, files.initramfs, job, mem=mem, cpus=cpus, disks=disk_list,
+                        net=net, exports=tuple(exports), kernel_quiet=kernel_quiet)
+        return supervise(argv(spec, qemu), nonce, results, power_cut, timeout, stream, on_start)
     finally:
         shutil.rmtree(job, ignore_errors=True)
 
@@ -304,8 +307,13 @@ def _die_with_parent(args: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--", *args] if setpriv else args
 
 
-def _boot(args: list[str], nonce: str, results: Path, power_cut: PowerCut | None, timeout: float,
-          stream: TextIO | None, on_start: Callable[[subprocess.Popen[bytes]], None] | None) -> GuestResult:
+def supervise(args: list[str], nonce: str, results: Path, power_cut: PowerCut | None = None,
+              timeout: float = 180.0, stream: TextIO | None = None,
+              on_start: Callable[[subprocess.Popen[bytes]], None] | None = None) -> GuestResult:
+    """Run ``args`` (QEMU) with the console on its stdout: collect lines and events, apply the power cut
+    and the hard timeout, and build the GuestResult. Any console-producing program works, which is how
+    the supervision rules are tested without a boot.
+    """
     start = time.monotonic()
     proc = subprocess.Popen(_die_with_parent(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -87,11 +87,24 @@ def _load(directory: Path) -> KernelTree | None:
     return tree if tree.vmlinuz.is_file() and (tree.modules_dir / "modules.dep").is_file() else None
 
 
+def _natural(name: str) -> list[object]:
+    """Sort key where 6.1.0-56 comes after 6.1.0-9."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
 def cached_kernels() -> list[KernelTree]:
     """Every complete kernel in the cache, newest package name last."""
     base = cache_root() / "kernel"
-    trees = [_load(d) for d in sorted(base.iterdir())] if base.is_dir() else []
-    return [t for t in trees if t is not None]
+    if not base.is_dir():
+        return []
+    dirs = sorted((d for d in base.iterdir() if not d.name.startswith(".")), key=lambda d: _natural(d.name))
+    return [t for t in (_load(d) for d in dirs) if t is not None]
+
+
+def ensure_kernel(progress: Progress = _noop) -> KernelTree:
+    """The newest cached kernel without asking apt anything; fetch one only when the cache is empty."""
+    cached = cached_kernels()
+    return cached[-1] if cached else fetch(progress)
 
 
 @contextmanager
@@ -130,11 +143,15 @@ def fetch(progress: Progress = _noop, force: bool = False, package: str | None =
     base = cache_root() / "kernel"
     try:
         name = package or resolve_package()
-    except KernelFetchError:
+    except KernelFetchError as exc:
         cached = cached_kernels()
         if cached and not force:
             return cached[-1]
-        raise
+        if os.geteuid() != 0:
+            raise KernelFetchError(f"{exc} (run `apt-get update` as root, then retry)") from exc
+        # A fresh container often has no apt lists at all: fetch them once and ask again.
+        _run(["apt-get", "update", "-q"], Path("/"), "no apt lists; updating", progress, stream=True)
+        name = resolve_package()
     target = base / name
     if not force and (tree := _load(target)) is not None:
         return tree
@@ -147,6 +164,9 @@ def fetch(progress: Progress = _noop, force: bool = False, package: str | None =
             if target.exists():
                 shutil.rmtree(target)
             work.rename(target)
+            for old in base.iterdir():  # a superseded kernel is ~400 MB
+                if old != target and not old.name.startswith(".") and _load(old) is not None:
+                    shutil.rmtree(old, ignore_errors=True)
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
