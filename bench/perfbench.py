@@ -99,7 +99,7 @@ def qemu_bench(url: str, w: Workload, seconds: float, lun_bytes: int, expected_i
 
 def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
-    from tests.targets import Tgt
+    from vm.targets import Tgt
 
     workloads = [w for w in WORKLOADS if not args.only or any(o in w.name for o in args.only)]
     workdir = Path(tempfile.mkdtemp(prefix="bench-", dir="/dev/shm"))

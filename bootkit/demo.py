@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"demo: {', '.join(missing)} not installed; `make demo` installs them\n")
         return 1
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.targets import Tgt  # the same target harness the test-suite uses
+    from vm.targets import Tgt  # the same target launcher the test-suite uses
 
     workdir = Path(tempfile.mkdtemp(prefix="bootkit-demo-", dir="/dev/shm"))
     started = time.monotonic()

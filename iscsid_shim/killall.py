@@ -78,8 +78,8 @@ def broadcast(sig: int, omit: Iterable[int] = ()) -> list[int]:
     for pid in targets(omit):
         try:
             psutil.Process(pid).send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue  # gone, or not ours to signal (kill(-1) by a non-root caller skips those too)
         sent.append(pid)
     return sent
 

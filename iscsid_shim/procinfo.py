@@ -6,6 +6,7 @@ float rounding), and the broadcast kill needs the kernel-thread flag and the ses
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def start_time(pid: int) -> int | None:
     return None if st is None else st.start
 
 
+@functools.cache
 def boot_id() -> str:
     """This boot's random id: a registry kept on a persistent BOOTKIT_RUNDIR is void after a reboot."""
     try:

@@ -161,10 +161,10 @@ def prune() -> list[Flag | int]:
 def flagged() -> list[Flag]:
     """The live flagged processes, by PID. Stale entries are pruned on the way."""
     entries = list(_entries())
-    if any(e is None or not e.is_live() for _, e in entries):
+    live = sorted((e for _, e in entries if e is not None and e.is_live()), key=lambda f: f.pid)
+    if len(live) != len(entries):
         prune()
-        entries = list(_entries())
-    return sorted((e for _, e in entries if e is not None and e.is_live()), key=lambda f: f.pid)
+    return live
 
 
 def is_flagged(pid: int) -> bool:

@@ -328,3 +328,27 @@ def test_fstab_parse_errors_are_reported_as_file_line(tmp_path):
     assert res.returncode == 0
     assert f"{bad}:2:" in res.stderr
     assert (tmp_path / "o" / r.SYSTEMD_DIR / "srv-data.mount.d/50-uiscsi.conf").exists()
+
+
+def test_sysvinit_status_tells_running_from_a_stale_pid_file(tmp_path, fstab):
+    pidfile = tmp_path / "uiscsid.pid"
+    out = rendered(tmp_path, "sysvinit", fstab, "--set", f"pidfile={pidfile}", "--set", "uiscsid=/usr/bin/sleep",
+                   "--set", f"log={tmp_path / 'rc.log'}")
+    script = str(out / "etc/init.d/uiscsid")
+
+    def status() -> tuple[int, str]:
+        res = subprocess.run(["sh", script, "status"], capture_output=True, text=True, timeout=30, check=False)
+        return res.returncode, res.stdout.strip()
+
+    assert status() == (3, "uiscsid is not running")
+    other = subprocess.Popen(["sh", "-c", "read -r x"], stdin=subprocess.PIPE)  # alive, but not the daemon
+    daemon = subprocess.Popen(["sleep", "60"])  # comm matches the configured daemon's file name
+    try:
+        pidfile.write_text(f"{other.pid}\n")
+        assert status() == (1, f"uiscsid is not running, but {pidfile} exists")
+        pidfile.write_text(f"{daemon.pid}\n")
+        assert status() == (0, f"uiscsid is running (PID {daemon.pid})")
+    finally:
+        for p in (other, daemon):
+            p.kill()
+            p.wait()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.targets import Tgt
 from vm.harness import BootFiles, Disk, GuestResult, PowerCut, run_guest
+from vm.targets import Tgt
 
 pytestmark = pytest.mark.vm
 

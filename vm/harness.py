@@ -3,7 +3,9 @@
 The guest runs the *host's* root (read-only 9p + tmpfs overlay), so every host program, the project's venv
 and its code are there at their host paths; PATH starts with the bin dir of the venv that launched the
 harness (``dirname(sys.executable)``, symlinks not resolved), so ``python3``, ``uiscsid``, ``uiscsictl`` and
-``bootkit`` are the project's own. Each boot is TCG (~15-25 s for boot -> command -> poweroff).
+``bootkit`` are the project's own. Writes outside the exports below land in guest RAM and vanish at
+poweroff. Each boot is TCG: ~7-10 s for boot -> short command -> poweroff on an idle host, 15-25 s when
+the 2 cores are shared.
 
 Use::
 
@@ -31,12 +33,16 @@ Contract, guest side:
   Outside these, the guest's /tmp and /run are fresh tmpfs: the host's /tmp is *not* visible.
 - ``env``: extra variables, applied after the defaults (PATH, HOME=/root, LANG=C.UTF-8,
   PYTHONUNBUFFERED=1, VIRTUAL_ENV); ``cwd`` defaults to the host's cwd ("/" if that is under /tmp).
-- ``modprobe`` works in the guest: the cached kernel's modules are at /lib/modules/$(uname -r).
-- ``power_cut=PowerCut(marker="TEXT", delay=0.0)`` SIGKILLs QEMU ``delay`` s after a console line contains
-  TEXT (``marker=None``: ``delay`` s after QEMU starts). Raw disk files keep exactly what the guest wrote
-  to the device; its unsynced page cache is lost, as on real hardware. ``result.power_cut`` says it fired.
+- ``modprobe`` works in the guest: the cached kernel's modules are at /lib/modules/$(uname -r);
+  nbd, ext4 (+crc32c), overlay, 9p, virtio_net and virtio_blk are already loaded. The static busybox is
+  at /bootkit/bin/busybox (not on PATH: the host's own tools come first).
+- ``power_cut=PowerCut(marker="TEXT", delay=0.0)`` SIGKILLs QEMU ``delay`` s after a console line
+  contains TEXT (``marker=None``: ``delay`` s after QEMU starts; ``marker="cmd-begin"``: once the command
+  starts). Raw disk files keep exactly what the guest wrote to the device; its unsynced page cache is
+  lost, as on real hardware. ``result.power_cut`` says it fired.
 - ``timeout`` is a hard wall-clock limit: QEMU is killed and ``timed_out`` is set.
-- A reboot cycle is several ``run_guest`` calls against the same disk files (each boot is a fresh QEMU).
+- A reboot cycle is several ``run_guest`` calls against the same disk files (each boot is a fresh QEMU);
+  after a power cut the next boot sees the disk exactly as the cut left it.
 
 Result: ``GuestResult`` with ``exit_code`` (None when the command never finished), ``console``, ``lines``
 (each with ``t``: host seconds since QEMU start), ``events`` (boot/rc-begin/rc-end/cmd-begin/cmd-end/
@@ -67,7 +73,8 @@ from vm.console import STAGE1_FAILED, ConsoleLine, GuestEvent, LineAssembler, ma
 from vm.initramfs import ensure_initramfs
 from vm.qemu import BootSpec, Disk, Export, argv, qemu_binary
 
-__all__ = ["BootFiles", "Disk", "GuestError", "GuestResult", "PowerCut", "prepare", "run_guest"]
+__all__ = ["GUEST_RC_DIR", "GUEST_RESULTS", "BootFiles", "Disk", "GuestError", "GuestResult", "PowerCut",
+           "prepare", "run_guest", "supervise"]
 
 GUEST_RESULTS = "/results"
 GUEST_RC_DIR = "/bootkit/rc"
@@ -89,12 +96,16 @@ class PowerCut:
 
 @dataclass(frozen=True)
 class BootFiles:
+    """What QEMU boots: the unpacked kernel package and the initramfs built for it."""
+
     kernel: kernel_mod.KernelTree
     initramfs: Path
 
 
 @dataclass
 class GuestResult:
+    """Everything one boot produced; a failed command is data here, not an exception (see ``check``)."""
+
     exit_code: int | None
     console: str
     lines: list[ConsoleLine]
@@ -218,8 +229,9 @@ class _Run:
     timer: threading.Timer | None = None
 
     def cut(self) -> None:
-        self.cut_fired.set()
-        self.proc.kill()
+        if self.proc.poll() is None:  # a guest that already powered off was not cut
+            self.cut_fired.set()
+            self.proc.kill()
 
     def arm(self, delay: float) -> None:
         if self.timer is None:

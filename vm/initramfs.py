@@ -13,6 +13,7 @@ import lzma
 import os
 import shutil
 import struct
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +28,7 @@ WANTED_MODULES = (
 )
 BUILD_VERSION = "1"  # bump when the archive layout changes
 GUEST_FILES = ("init", "stage2")
+STALE_AFTER = 6 * 3600  # seconds before a superseded build is removed
 
 
 class InitramfsError(RuntimeError):
@@ -170,7 +172,10 @@ def ensure_initramfs(kernel: KernelTree) -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}")
     tmp.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
     tmp.replace(out)
-    for stale in out_dir.glob(f"initramfs-{kernel.release}-*.cpio.gz"):
-        if stale != out:
-            stale.unlink(missing_ok=True)
+    for stale in out_dir.glob("initramfs-*.cpio.gz"):  # old builds; a running session may still boot one
+        try:
+            if stale != out and time.time() - stale.stat().st_mtime > STALE_AFTER:
+                stale.unlink()
+        except OSError:
+            pass
     return out
