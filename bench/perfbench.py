@@ -62,13 +62,14 @@ WORKLOADS = [
 ]
 
 
-def ours(url: str, w: Workload, seconds: float, connections: int) -> float:
+def ours(url: str, w: Workload, seconds: float, connections: int, event_loop: str) -> float:
     cmd = [sys.executable, "-m", "initiator.ctl", "perf", url, "--block-size", str(w.block_size),
            "--queue-depth", str(w.queue_depth), "--seconds", str(seconds), "--json",
            "--connections", str(connections)]
     cmd += ["--random"] if w.random else []
     cmd += ["--write"] if w.write else []
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=ROOT)
+    env = {**os.environ, "UISCSI_EVENT_LOOP": event_loop}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=ROOT, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"uiscsictl perf failed: {r.stderr.strip()}")
     return float(json.loads(r.stdout)["iops"])
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         load_before = os.getloadavg()
         for rnd in range(1, args.rounds + 1):
             for w in workloads:
-                a = ours(url, w, args.seconds, args.connections)
+                a = ours(url, w, args.seconds, args.connections, args.event_loop)
                 use_qemu = w.write or args.read_reference == "qemu-img"
                 b = qemu_bench(url, w, args.seconds, lun_bytes, a) if use_qemu else iscsi_perf(url, w, args.seconds)
                 samples[w.name].append({"ours": a, "libiscsi": b, "ratio": a / b if b else 0.0})
@@ -153,7 +154,7 @@ def _summarise(args, workloads, samples, load_before) -> dict:
             read = by_name.get(r["name"].replace("write", "read"))
             r["read_ratio"] = read["ratio"] if read else None
     return {"rounds": args.rounds, "seconds": args.seconds, "lun_mb": args.lun_mb,
-            "connections": args.connections, "cpus": os.cpu_count(),
+            "connections": args.connections, "event_loop": args.event_loop, "cpus": os.cpu_count(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()], "workloads": rows}
 
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=1, help="our MC/S connections (default 1)")
     p.add_argument("--read-reference", choices=("iscsi-perf", "qemu-img"), default="iscsi-perf",
                    help="libiscsi tool for the read workloads (default iscsi-perf)")
+    p.add_argument("--event-loop", choices=("auto", "asyncio"), default="auto",
+                   help="our event loop: auto (uvloop when installed) or asyncio")
     p.add_argument("--only", action="append", metavar="SUBSTRING", help="run only matching workloads")
     p.add_argument("--json", action="store_true", help="print the full result, samples included, as JSON")
     p.add_argument("--png", metavar="FILE", help="also plot the ratios to FILE (needs matplotlib)")

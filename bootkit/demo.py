@@ -7,6 +7,7 @@ beside libiscsi's iscsi-perf on the same LUN. Takes well under a minute and remo
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -47,11 +48,11 @@ def uiscsictl(*args: str, show: bool = True) -> str:
     return r.stdout
 
 
-def iscsi_perf(url: str, block_size: int, qd: int, random: bool) -> float:
+def iscsi_perf(url: str, block_size: int, qd: int, random: bool, seconds: int) -> float:
     """libiscsi's iscsi-perf on the same LUN; returns its average IOPS."""
-    cmd = ["iscsi-perf", "-b", str(block_size // 512), "-m", str(qd), "-t", str(PERF_SECONDS)]
+    cmd = ["iscsi-perf", "-b", str(block_size // 512), "-m", str(qd), "-t", str(seconds)]
     cmd += ["-r"] if random else []
-    r = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=PERF_SECONDS + 30, check=False)
+    r = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30, check=False)
     m = re.findall(r"iops average (\d+)", r.stdout.replace("\r", "\n"))
     if not m:
         raise RuntimeError(f"iscsi-perf printed no result: {r.stdout[-200:]} {r.stderr[-200:]}")
@@ -72,6 +73,11 @@ def sha256_file(path: Path, size: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bootkit.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--perf-seconds", type=int, default=PERF_SECONDS, metavar="S",
+                        help=f"length of each perf run (default {PERF_SECONDS})")
+    opts = parser.parse_args(argv)
+    seconds = max(1, opts.perf_seconds)
     missing = [tool for tool in NEEDS if shutil.which(tool) is None]
     if missing:
         sys.stderr.write(f"demo: {', '.join(missing)} not installed; `make demo` installs them\n")
@@ -113,14 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the copies differ")
         say("  all three agree")
 
-        heading(f"performance beside libiscsi's iscsi-perf, {PERF_SECONDS} s each, same LUN")
+        heading(f"performance beside libiscsi's iscsi-perf, {seconds} s each, same LUN")
         rows = []
         for label, bs, qd, rnd in (("sequential 1 MiB reads, QD16", 1 << 20, 16, False),
                                    ("random 4 KiB reads, QD32", 4096, 32, True)):
             args = ["perf", url, "--block-size", str(bs), "--queue-depth", str(qd), "--seconds",
-                    str(PERF_SECONDS), "--json"] + (["--random"] if rnd else [])
+                    str(seconds), "--json"] + (["--random"] if rnd else [])
             ours = json.loads(uiscsictl(*args, show=False))["iops"]
-            theirs = iscsi_perf(url, bs, qd, rnd)
+            theirs = iscsi_perf(url, bs, qd, rnd, seconds)
             rows.append((label, ours, theirs, bs))
         say(f"  {'workload':32} {'uiscsictl':>16} {'iscsi-perf':>16} {'ratio':>6}")
         for label, ours, theirs, bs in rows:

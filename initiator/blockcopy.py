@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import stat
 import time
@@ -107,23 +108,39 @@ class FileEnd:
         flags = (os.O_WRONLY | os.O_CREAT) if writing else os.O_RDONLY
         self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
         st = os.fstat(self.fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.close(self.fd)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         self.regular = stat.S_ISREG(st.st_mode)
         self.size = st.st_size if self.regular else os.lseek(self.fd, 0, os.SEEK_END)
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
-        n = await asyncio.to_thread(os.preadv, self.fd, [buf], offset)
+        n = await self._io(os.preadv, self.fd, [buf], offset)
         if n != len(buf):
             raise ToolError(f"{self.path}: file shrank during the copy (short read at offset {offset})")
 
     async def write(self, offset: int, data: memoryview) -> None:
         done = 0
         while done < len(data):
-            done += await asyncio.to_thread(os.pwrite, self.fd, data[done:], offset + done)
+            done += await self._io(os.pwrite, self.fd, data[done:], offset + done)
 
     async def finish(self, size: int) -> None:
         if self.regular:
-            os.ftruncate(self.fd, size)
-        await asyncio.to_thread(os.fsync, self.fd)
+            await self._io(os.ftruncate, self.fd, size)
+        try:
+            await self._io(os.fsync, self.fd)
+        except OSError as e:  # /dev/null and pipes cannot fsync (EINVAL); files and disks must
+            if self.regular or e.errno != errno.EINVAL:
+                raise
+
+    async def _io(self, fn, *args):
+        """Run ``fn`` in a thread; an OS error gets the file's name (pread/pwrite errors have none)."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as e:
+            if e.filename is None and e.errno is not None:
+                raise type(e)(e.errno, e.strerror, self.path) from None
+            raise
 
     def close(self) -> None:
         os.close(self.fd)

@@ -42,6 +42,9 @@ REQUEST = struct.Struct(">IHHQQI")     # magic, command flags, type, handle, off
 REPLY = struct.Struct(">IIQ")          # magic, error, handle (16 bytes)
 MAX_REQUEST = 32 << 20                 # the kernel's nbd max_hw_sectors (65536 * 512)
 SYS_BLOCK = Path("/sys/block")
+# Indexes this process is setting up or serving. The kernel's own busy check (NBD_SET_SOCK -> EBUSY)
+# does not fire for a second socket from the *same* task before DO_IT, so we keep our own list.
+_claimed: set[int] = set()
 
 
 class NbdError(Exception):
@@ -157,7 +160,7 @@ class NbdDevice:
         if not candidates or not os.path.exists(f"/dev/nbd{candidates[0]}"):
             raise NbdError("no /dev/nbd* devices: load the nbd kernel module (modprobe nbd)")
         for i in candidates:
-            if is_connected(i):
+            if i in _claimed or is_connected(i):
                 continue
             try:
                 fd = os.open(f"/dev/nbd{i}", os.O_RDWR | os.O_CLOEXEC)
@@ -170,6 +173,7 @@ class NbdDevice:
                 if e.errno == errno.EBUSY and index is None:
                     continue                # someone else took it between our check and SET_SOCK
                 raise NbdError(f"cannot set up /dev/nbd{i}: {e.strerror}") from None
+            _claimed.add(i)
             dev = cls(i, fd, backend, queue_depth)
             try:
                 await dev._start(kernel_end, ours)
@@ -314,6 +318,7 @@ class NbdDevice:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            _claimed.discard(self.index)
             log.info("detached %s (%s)", self.path, outcome)
         return outcome
 

@@ -52,6 +52,7 @@ from .text import DiscoveredTarget, TextMachine, parse_sendtargets
 
 log = logging.getLogger("initiator.transport")
 SMALL = 16384  # segments below this are coalesced into one write
+MAX_VIOLATIONS = 3  # consecutive target protocol errors (each followed by a relogin) before the session fails
 
 
 @dataclass
@@ -268,6 +269,7 @@ class Session:
         # After a relogin, commands in flight start at 1 and double per completion: reissuing everything at
         # once lets a target interleave them so evenly that none finishes before the next reset.
         self._ramp: int | None = None
+        self._violations = 0  # protocol violations since the last completed command
 
     @property
     def connections(self) -> int:
@@ -435,6 +437,7 @@ class Session:
                     w.set_result(None)
             if self._ramp is not None:
                 self._ramp = None if self._ramp >= 256 else self._ramp * 2
+            self._violations = 0
         if core.retry:
             self.stats.ua_retries += len(core.retry)
             self._pending.extendleft(reversed(core.retry))
@@ -606,10 +609,17 @@ class Session:
             c.fire(Event.FAIL)
         if self._conns.get(c.cid) is not conn:
             return  # a connection that never joined (failed login)
-        if self._state == "up":
-            log.warning("session %s: %s; recovering", self.cfg.target_name, conn.error)
-            self._state = "recovering"
-            self._recovery = self._spawn(self._recover(conn.error))
+        if self._state != "up":
+            return
+        if isinstance(conn.error, TargetProtocolError):
+            self._violations += 1
+            if self._violations > MAX_VIOLATIONS:  # relogging in cannot fix a target that keeps breaking rules
+                self._teardown("failed", SessionFailed(
+                    f"giving up after {MAX_VIOLATIONS} protocol violations by the target: {conn.error}"))
+                return
+        log.warning("session %s: %s; recovering", self.cfg.target_name, conn.error)
+        self._state = "recovering"
+        self._recovery = self._spawn(self._recover(conn.error))
 
     async def _recover(self, cause: ISCSIError | None) -> None:
         """ERL0: drop every connection, re-login with the same ISID and TSIH 0, reissue unfinished commands."""

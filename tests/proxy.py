@@ -4,7 +4,8 @@
 target and, each time another N bytes have gone from the initiator to the target, kills the connection
 that carried them with an RST on both sides (SO_LINGER 0), as a flaky network or a NAT timeout would.
 New connections are accepted as usual, so an initiator can log in again. ``max_resets`` bounds the
-damage; ``resets`` counts what happened. Threads only: it does not touch the test's event loop.
+damage; ``resets`` counts what happened. ``corrupt_every=N`` instead flips one byte in every N bytes
+going from the target to the initiator (``corruptions`` counts them), for digest tests. Threads only: it does not touch the test's event loop.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Self
 
 class ResetProxy:
     def __init__(self, target_host: str, target_port: int, reset_every: int | None = None,
-                 max_resets: int = 1000) -> None:
+                 max_resets: int = 1000, corrupt_every: int | None = None) -> None:
         self.target = (target_host, target_port)
+        self.corrupt_every = corrupt_every
+        self.corruptions = 0
+        self._returned = 0
         self.reset_every = reset_every
         self.max_resets = max_resets
         self.resets = 0
@@ -81,6 +85,8 @@ class ResetProxy:
                         return
                     if src is client and self._count(len(data)):
                         return
+                    if src is upstream and self.corrupt_every:
+                        data = self._corrupt(data)
                     dst.setblocking(True)
                     dst.sendall(data)
                     dst.setblocking(False)
@@ -103,6 +109,15 @@ class ResetProxy:
                 self.resets += 1
                 return True
         return False
+
+    def _corrupt(self, data: bytes) -> bytes:
+        before = self._returned
+        self._returned += len(data)
+        if self._returned // self.corrupt_every == before // self.corrupt_every:
+            return data
+        self.corruptions += 1
+        pos = len(data) // 2
+        return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:]
 
     def close(self) -> None:
         self._stop.set()

@@ -126,3 +126,22 @@ def test_progress_bar_draws_only_when_enabled():
         bar.finish()
     assert "100%" in on.getvalue() and on.getvalue().endswith("\n") and "cp [" in on.getvalue()
     assert off.getvalue() == ""
+
+
+def test_cp_from_a_directory_names_it(capsys, tmp_path):
+    code, _, err = run(capsys, "cp", str(tmp_path), str(tmp_path / "out.img"))
+    assert code == 1 and err == f"uiscsictl: {tmp_path}: Is a directory\n"
+
+
+def test_cp_to_a_full_device_names_it(capsys, tmp_path):
+    src = tmp_path / "a.img"
+    src.write_bytes(b"y" * 8192)
+    code, _, err = run(capsys, "cp", str(src), "/dev/full")
+    assert code == 1 and err == "uiscsictl: /dev/full: No space left on device\n"
+
+
+def test_cp_to_dev_null_succeeds(capsys, tmp_path):
+    src = tmp_path / "a.img"
+    src.write_bytes(b"z" * 10000)
+    code, out, _ = run(capsys, "cp", str(src), "/dev/null")
+    assert code == 0 and out.startswith("copied 10000 bytes")

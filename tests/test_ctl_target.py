@@ -6,6 +6,7 @@ Data is checked with independent readers: the target's backing file and qemu-img
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -202,6 +203,12 @@ def test_wrong_chap_secret_is_refused_with_a_clear_message(tgtd):
     assert "wrongsecret99" not in err
 
 
+def test_wrong_chap_secret_on_istgt_is_refused(istgt):
+    t = istgt(size_mb=4, chap=("iuser", "isecret12345"))
+    err = one_line_error(uiscsictl("capacity", f"iscsi://iuser%nope12345678@127.0.0.1:{t.port}/{t.iqn}/0"))
+    assert "authentication" in err.lower() or "chap" in err.lower()
+
+
 def test_mutual_chap_through_url_arguments(tgtd):
     t = tgtd(size_mb=4, chap=("alice", "alicesecret12"), mutual=("tgt", "targetsecret34"))
     url = (f"iscsi://alice%alicesecret12@127.0.0.1:{t.port}/{t.iqn}/1"
@@ -280,6 +287,24 @@ def test_stalled_target_gives_a_clear_error_within_timeout(listener, tool):
     err = one_line_error(uiscsictl(tool, "--timeout", "2", where))
     assert time.monotonic() - start < 2 + 5  # interpreter start-up and teardown on a loaded machine
     assert "within 2 s" in err or "timed out" in err.lower(), err
+
+
+def test_target_that_freezes_mid_run_gives_a_clear_error_within_bounds(tgtd):
+    t = tgtd(size_mb=16)
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "initiator.ctl", "perf", t.url(1), "--block-size", "4k",
+                             "--queue-depth", "4", "--seconds", "2", "--timeout", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # logged in and running by now
+        os.kill(t.proc.pid, signal.SIGSTOP)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.kill(t.proc.pid, signal.SIGCONT)
+        proc.kill()
+    assert proc.returncode == 1 and out == "" and err.count("\n") == 1, err
+    assert "did not complete within 2 s" in err
+    assert time.monotonic() - start < 1 + 2 + 2 + 5 + 3  # sleep, run, bound, bounded logout, start-up
 
 
 @pytest.mark.parametrize("behaviour", [_garbage, _oversize], ids=["garbage", "oversize-length"])

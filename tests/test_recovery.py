@@ -168,3 +168,81 @@ def test_a_stalling_or_garbage_target_gives_a_clear_error_within_the_login_timeo
         assert time.monotonic() - start < 3
     finally:
         h.close()
+
+
+def test_a_command_timeout_on_a_frozen_target_is_reported_within_its_bound(tgtd):
+    t = tgtd(size_mb=8)
+
+    async def go():
+        s = await open_session(SessionConfig(t.host, t.port, INITIATOR, t.iqn, nop_interval=0,
+                                             login_timeout=1, replacement_timeout=1))
+        try:
+            os.killpg(t.proc.pid, 19)  # SIGSTOP
+            start = time.monotonic()
+            with pytest.raises(CommandTimeout):
+                await s.execute(1, bytes(6), timeout=0.5)
+            return time.monotonic() - start
+        finally:
+            os.killpg(t.proc.pid, 18)
+            await s.close()
+    assert asyncio.run(asyncio.wait_for(go(), 30)) < 2
+
+
+def test_mcs_session_survives_resets_and_comes_back_with_all_its_connections(tgtd):
+    t = tgtd(size_mb=64, params={"MaxConnections": "2"})
+    data = os.urandom(32 * MiB)
+    with ResetProxy(t.host, t.port, reset_every=8 * MiB) as proxy:
+        async def go():
+            s = await open_session(SessionConfig(proxy.host, proxy.port, INITIATOR, t.iqn, nop_interval=0,
+                                                 max_connections=2, login_timeout=5, replacement_timeout=20))
+            try:
+                assert s.connections == 2
+                await write_all(s, data)
+                return s.stats.reconnects, s.connections
+            finally:
+                await s.close()
+        reconnects, conns = asyncio.run(asyncio.wait_for(go(), 50))
+        assert reconnects >= 2 and conns == 2
+    assert backing(t.backing[0], len(data)) == data
+
+
+def test_a_corrupting_link_is_caught_by_digests_and_reads_still_return_the_right_data(tgtd):
+    t = tgtd(size_mb=16, params={"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"})
+    data = os.urandom(16 * MiB)
+    with open(t.backing[0], "r+b") as f:
+        f.write(data)
+    with ResetProxy(t.host, t.port, corrupt_every=3 * MiB) as proxy:
+        async def go():
+            s = await open_session(SessionConfig(proxy.host, proxy.port, INITIATOR, t.iqn, nop_interval=0,
+                                                 header_digest=True, data_digest=True, login_timeout=5,
+                                                 replacement_timeout=20))
+            try:
+                buf = bytearray(len(data))
+                view = memoryview(buf)
+                for off in range(0, len(data), MiB):
+                    r = await s.execute(1, bytes([0x28, 0]) + (off // 512).to_bytes(4, "big") + b"\0"
+                                        + (MiB // 512).to_bytes(2, "big") + b"\0", read_into=view[off:off + MiB])
+                    assert r.status == 0
+                return buf, s.stats.reconnects
+            finally:
+                await s.close()
+        buf, reconnects = asyncio.run(asyncio.wait_for(go(), 50))
+        assert proxy.corruptions >= 3 and reconnects >= 3
+    assert buf == data
+
+
+def test_a_link_that_corrupts_everything_fails_the_session_instead_of_looping(tgtd):
+    t = tgtd(size_mb=8, params={"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"})
+    with ResetProxy(t.host, t.port, corrupt_every=96 * 1024) as proxy:
+        async def go():
+            s = await open_session(SessionConfig(proxy.host, proxy.port, INITIATOR, t.iqn, nop_interval=0,
+                                                 header_digest=True, data_digest=True, login_timeout=2,
+                                                 replacement_timeout=5))
+            try:
+                start = time.monotonic()
+                with pytest.raises(SessionFailed):
+                    await s.execute(1, bytes([0x28, 0, 0, 0, 0, 0, 0, 0x08, 0, 0]), read_len=MiB)
+                return time.monotonic() - start
+            finally:
+                await s.close()
+        assert asyncio.run(asyncio.wait_for(go(), 30)) < 12

@@ -275,3 +275,41 @@ def test_shim_run_of_python_forms_keeps_venv_and_at_argv0_and_unflags_at_exit(tm
     assert out == {"argv0": "@probe x y", "argv": ["x", "y"], "prefix": sys.prefix}
     assert not (rundir / "sendsigs.omit.d" / "probe").exists()  # the launcher unflagged it at exit
     assert list((rundir / "bootkit" / "nobroadcastkill").glob("[0-9]*")) == []
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["flag", "unflag", "reuse"]), st.integers(0, 2),
+                         st.sampled_from(["a", "b"])), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=OPS)
+def test_sendsigs_files_always_match_the_live_flags(tmp_path_factory, ops):
+    """Whatever mix of flag, unflag and PID reuse happened, after flagged() every sendsigs.omit.d file
+    lists exactly the live flagged PIDs of its name, and no file is left for a name with none."""
+    run = tmp_path_factory.mktemp("run")
+    procs = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
+    old = os.environ.get("BOOTKIT_RUNDIR")
+    os.environ["BOOTKIT_RUNDIR"] = str(run)
+    try:
+        for op, i, name in ops:
+            pid = procs[i].pid
+            if op == "flag":
+                iscsid_shim.flag(pid, name)
+            elif op == "unflag":
+                iscsid_shim.unflag(pid)
+            elif entry_file(run, pid).exists():
+                data = json.loads(entry_file(run, pid).read_text())
+                entry_file(run, pid).write_text(json.dumps({**data, "start": data["start"] + 1}))
+        live = iscsid_shim.flagged()
+        want = {n: sorted(f.pid for f in live if f.name == n) for n in {f.name for f in live}}
+        sd = run / "sendsigs.omit.d"
+        have = {p.name: sorted(map(int, p.read_text().split())) for p in sd.iterdir()} if sd.exists() else {}
+        assert have == want
+    finally:
+        if old is None:
+            del os.environ["BOOTKIT_RUNDIR"]
+        else:
+            os.environ["BOOTKIT_RUNDIR"] = old
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -199,3 +199,12 @@ def test_the_newest_complete_cached_kernel_is_used_without_asking_apt(
     assert cache_root() == tmp_path / "iscsi-bootkit"
     assert [k.release for k in cached_kernels()] == ["6.1.0-9-amd64", "6.1.0-56-amd64"]
     assert ensure_kernel().release == "6.1.0-56-amd64"
+
+
+def test_doctor_names_each_check_and_its_verdict_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code = vm_main(["vm", "doctor", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    names = [c["check"] for c in report["checks"]]
+    assert names[:6] == ["qemu", "busybox", "apt-get", "dpkg", "depmod", "kernel cache"]
+    assert code == (0 if report["ok"] else 1)
+    assert report["ok"] == all(c["ok"] for c in report["checks"] if c["required"])

@@ -41,6 +41,8 @@ Contract, guest side:
   starts). Raw disk files keep exactly what the guest wrote to the device; its unsynced page cache is
   lost, as on real hardware. ``result.power_cut`` says it fired.
 - ``timeout`` is a hard wall-clock limit: QEMU is killed and ``timed_out`` is set.
+- ``stream`` (a text file, e.g. sys.stderr) gets the console live; ``on_start(proc)`` is called once QEMU
+  runs. /results is live both ways (9p, no cache), so a host thread may watch it for requests mid-boot.
 - A reboot cycle is several ``run_guest`` calls against the same disk files (each boot is a fresh QEMU);
   after a power cut the next boot sees the disk exactly as the cut left it.
 

@@ -1,0 +1,26 @@
+#!/bin/sh
+# The command of one reboot cycle, run after rc and before rc.shutdown: wait for the writer's payload,
+# let the churn dirty more pages, and record what the shutdown starts from.
+# PROOF_CUT=1 (power-cut test): sync once the payload is written, then print the cut marker while the
+# churn goes on; the host kills QEMU shortly after it.
+. "$(dirname "$0")/common.sh"
+i=0
+until [ -s "$PROOF_RUN/writer.state" ] || [ $i -ge 900 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+state=$(cat "$PROOF_RUN/writer.state" 2>/dev/null || echo none)
+echo "$state" >"$PROOF_RESULTS/writer.state"
+grep " $PROOF_DATA " /proc/mounts >"$PROOF_RESULTS/mounts" || :
+if [ "${PROOF_CUT:-0}" = 1 ]; then
+    sync
+    log cycle "payload synced; churn goes on"
+    sleep 2
+    log cycle "cut now (churn writes: $(cat "$PROOF_RUN/churn.count" 2>/dev/null || echo 0))"
+    sleep 120
+    exit 0
+fi
+sleep "${PROOF_DIRTY_SECONDS:-3}"
+grep -E '^(Dirty|Writeback):' /proc/meminfo >"$PROOF_RESULTS/meminfo"
+log cycle "shutting down; writer $state; $(tr -s ' \n' ' ' <"$PROOF_RESULTS/meminfo")"
+[ "$state" = written ]
