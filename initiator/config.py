@@ -198,8 +198,10 @@ class _Parser:
             self._stack.pop()
 
     def _fail(self, where: tuple[str, int] | None, message: str) -> None:
-        file, line = where if where else ("uiscsi.conf", 0)
-        self.errors.add(file, line, message)
+        if where is None:               # the top-level file itself: no line to point at
+            self.errors.items.append(message)
+        else:
+            self.errors.add(*where, message)
 
     # -- statements ----------------------------------------------------------------------------
     def _parse_tokens(self, toks: list[_Tok], file: str, base: Path) -> None:

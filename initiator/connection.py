@@ -105,6 +105,9 @@ class Connection:
         self.fire(Event.LOGIN_OK)
 
 
+# While large Data-In PDUs stream in, our own buffer takes at most this much per read (the next header and a
+# little payload); the rest of each payload is read straight into its destination.
+PEEK = 4096
 # Below this many bytes still to come, a Data-In payload is read into our buffer and copied; above it the
 # socket reads straight into the destination.
 DIRECT_MIN = 16384
@@ -139,6 +142,7 @@ class Framer:
         self._bhs = b""
         self._direct = False
         self._digest_payload: memoryview | None = None
+        self._big = False
         self.hold = False  # stop framing (login done; the rest belongs to the next framer)
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -149,6 +153,8 @@ class Framer:
         self._direct = False
         if self._start and len(self._buf) - self._end < 65536:
             self._compact()
+        if self._big:  # large Data-In PDUs are streaming: read little more than the next header ourselves
+            return self._mv[self._end:self._end + PEEK]
         return self._mv[self._end:]
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -224,6 +230,7 @@ class Framer:
             dd = DIGEST_LEN if (self.data_digest and dsl) else 0
             total = head + hd + dsl + pad_len(dsl) + dd
             ds = p + head + hd
+            self._big = opcode == Op.DATA_IN and dsl >= DIRECT_MIN
             if opcode == Op.DATA_IN and dsl:
                 bhs = bytes(mv[p:p + BHS_LEN])
                 dest = self.sink(bhs, dsl)
@@ -271,5 +278,5 @@ class Framer:
         self.handler(bhs, b"", None)
         return True
 
-    __slots__ = ("_bhs", "_buf", "_dest", "_digest_payload", "_direct", "_dpos", "_end", "_mv", "_start",
+    __slots__ = ("_bhs", "_big", "_buf", "_dest", "_digest_payload", "_direct", "_dpos", "_end", "_mv", "_start",
                  "data_digest", "handler", "header_digest", "hold", "max_data", "sink")

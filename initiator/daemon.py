@@ -75,12 +75,18 @@ class Daemon:
         self.targets: dict[str, TargetRuntime] = {}
         self.stop_requests = 0
         self.wake = asyncio.Event()
+        self.changing = asyncio.Lock()      # one reload/detach at a time: they replace the target set
 
     async def handle(self, command: str, args: dict) -> dict:
         handler = {"reload": self.reload, "show": self.show, "detach": self.detach, "log": self.set_log,
                    "discover": self.discover, "ping": self.ping}.get(command)
         if handler is None:
             raise ControlError("unknown-command", f"unknown command {command!r}")
+        if self.stop_requests and command in ("reload", "detach"):
+            raise ControlError("stopping", "uiscsid is shutting down")
+        if command in ("reload", "detach"):
+            async with self.changing:
+                return await handler(args)
         return await handler(args)
 
     async def ping(self, args: dict) -> dict:

@@ -17,10 +17,10 @@ Usage::
             await s.close()
     asyncio.run(main())
 
-Each connection is an `asyncio.BufferedProtocol`: the event loop's recv_into fills the connection's framer
-buffer, and a large Data-In payload is received straight into the caller's ``read_into`` buffer. Sends
-coalesce headers and small segments and hand large data to the transport unjoined. Commands queue (never
-fail) while the CmdSN window is closed or while recovery re-logs in; they fail with SessionFailed only
+Each connection is a `link.Link` (an asyncio.BufferedProtocol): a large Data-In payload is received
+straight into the caller's ``read_into`` buffer, and sends hand large data to the transport unjoined.
+MC/S spreads commands over up to ``max_connections`` connections (bounded by the target's answer). Commands
+queue (never fail) while the CmdSN window is closed or while recovery re-logs in; they fail with SessionFailed only
 once ``replacement_timeout`` has passed without a successful login.
 """
 
@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from . import pdu
-from .connection import Connection, Event, Framer
+from .connection import Event
 from .errors import (
     CommandTimeout,
     ConnectionLost,
@@ -46,12 +46,12 @@ from .errors import (
     TargetProtocolError,
 )
 from .keys import Negotiated, Proposals
+from .link import Link, dial
 from .login import LoginMachine, LoginParams
 from .session import SessionCore, Task, encode_lun
 from .text import DiscoveredTarget, TextMachine, parse_sendtargets
 
 log = logging.getLogger("initiator.transport")
-SMALL = 16384  # segments below this are coalesced into one write
 MAX_VIOLATIONS = 3  # consecutive target protocol errors (each followed by a relogin) before the session fails
 
 
@@ -98,158 +98,6 @@ class Stats:
     nops_answered: int = 0
 
 
-class _Conn(asyncio.BufferedProtocol):
-    """One TCP connection: login exchange, then PDUs into the session core."""
-
-    def __init__(self, session: Session, cid: int) -> None:
-        self.session = session
-        self.state = Connection(cid)
-        self.transport: asyncio.Transport | None = None
-        self.framer = Framer(self._login_pdu, lambda b, n: None, pdu.LOGIN_MAX_DATA)
-        self.login_q: asyncio.Queue = asyncio.Queue()
-        self.closed = asyncio.get_running_loop().create_future()
-        self.last_rx = time.monotonic()
-        self.error: ISCSIError | None = None
-        self.paused = False
-        self.ffp = False  # in the full-feature phase: PDUs go to the session core
-        self.cork: list | None = None
-        self.loop = asyncio.get_running_loop()
-        self.pinging = False
-
-    # asyncio protocol --------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.framer.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.last_rx = time.monotonic()
-        try:
-            self.framer.buffer_updated(nbytes)
-        except ISCSIError as e:
-            self.abort(e)
-            return
-        if self.ffp:
-            self.session._flush()
-
-    def connection_lost(self, exc) -> None:
-        if self.error is None:
-            self.error = ConnectionLost(f"connection {self.state.cid} to the target closed"
-                                        + (f": {exc}" if exc else ""))
-        self.login_q.put_nowait(self.error)
-        if not self.closed.done():
-            self.closed.set_result(None)
-        self.session._conn_lost(self)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self.session._pump()
-
-    # ------------------------------------------------------------------------------
-    def _login_pdu(self, bhs: bytes, ahs: bytes, data) -> None:
-        p = pdu.decode_pdu(bhs, ahs, data)
-        if isinstance(p, pdu.LoginResponse) and p.transit and p.nsg == 3 and p.status_class == 0:
-            self.framer.hold = True  # what follows is full-feature traffic for the session's framer
-        self.login_q.put_nowait(p)
-
-    def enter_ffp(self, core: SessionCore) -> None:
-        """Login done: PDUs from now on go to the session core, payloads into callers' buffers."""
-        st = self.state
-        rest = self.framer.take_rest()
-        self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
-                             st.header_digest, st.data_digest)
-        self.ffp = True
-        if rest:
-            self.buffer_updated_from(rest)
-
-    def buffer_updated_from(self, data: bytes) -> None:
-        try:
-            self.framer.feed(data)
-        except ISCSIError as e:
-            self.abort(e)
-
-    def abort(self, error: ISCSIError) -> None:
-        """Drop the connection because of ``error`` (a protocol violation or a dead peer)."""
-        if self.error is None:
-            self.error = error
-            log.warning("connection %d: %s", self.state.cid, error)
-        if self.transport is not None:
-            self.transport.abort()
-
-    def send(self, bufs: list) -> None:
-        """Queue PDUs for this connection. With other commands in flight, sends issued in the same loop
-        iteration are corked into one write (one syscall for a burst of commands); a lone command goes
-        out at once, which keeps QD1 latency low."""
-        if self.cork is not None:
-            self.cork.extend(bufs)
-        elif self.state.outstanding > 1:
-            self.cork = list(bufs)
-            self.loop.call_soon(self._uncork)
-        else:
-            self._write(bufs)
-
-    def _uncork(self) -> None:
-        bufs, self.cork = self.cork, None
-        if self.transport is not None and not self.transport.is_closing():
-            self._write(bufs)
-
-    def _write(self, bufs: list) -> None:
-        w = self.transport.write
-        small: list = []
-        for b in bufs:
-            if len(b) < SMALL:
-                small.append(b)
-            else:
-                if small:
-                    w(b"".join(small))
-                    small = []
-                w(b)
-        if small:
-            w(b"".join(small) if len(small) > 1 else small[0])
-
-    async def login(self, params: LoginParams, deadline: float) -> LoginMachine:
-        m = LoginMachine(params)
-        req = m.start()
-        while req is not None:
-            self.transport.write(pdu.encode_bytes(req))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CommandTimeout("login timed out")
-            try:
-                async with asyncio.timeout(remaining):
-                    rsp = await self.login_q.get()
-            except TimeoutError:
-                raise CommandTimeout("the target did not answer the login in time") from None
-            if isinstance(rsp, ISCSIError):
-                raise rsp
-            if not isinstance(rsp, pdu.LoginResponse):
-                raise TargetProtocolError(f"{type(rsp).__name__} during login")
-            req = m.receive(rsp)
-        self.state.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)
-        return m
-
-
-async def _dial(session: Session, cid: int, host: str, port: int, deadline: float) -> _Conn:
-    loop = asyncio.get_running_loop()
-    conn = _Conn(session, cid)
-    conn.state.fire(Event.CONNECT)
-    try:
-        async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
-            await loop.create_connection(lambda: conn, host, port)
-    except TimeoutError:
-        conn.state.fire(Event.FAIL)
-        raise CommandTimeout(f"connecting to {host}:{port} timed out") from None
-    except OSError as e:
-        conn.state.fire(Event.FAIL)
-        raise ConnectionLost(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
-    conn.state.fire(Event.CONNECTED)
-    return conn
-
-
 class Session:
     """A logged-in iSCSI session (one or more connections). Build it with `open_session()`."""
 
@@ -259,7 +107,7 @@ class Session:
         self.negotiated: Negotiated | None = None
         self.tsih = 0
         self.stats = Stats()
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, Link] = {}
         self._pending: deque[Task] = deque()
         self._state = "down"  # down -> up -> recovering -> up ... ; failed ; closed
         self._recovery: asyncio.Task | None = None
@@ -286,11 +134,11 @@ class Session:
                            data_digest=cfg.data_digest, leading=leading, proposals=proposals,
                            session=None if leading else self.negotiated)
 
-    async def _open_conn(self, leading: bool, deadline: float) -> tuple[_Conn, LoginMachine]:
+    async def _open_conn(self, leading: bool, deadline: float) -> tuple[Link, LoginMachine]:
         for _ in range(4):  # follow at most 3 redirects
             cid = self._next_cid
             self._next_cid = (cid + 1) & 0xFFFF
-            conn = await _dial(self, cid, *self._portal, deadline)
+            conn = await dial(self, cid, *self._portal, deadline)
             try:
                 m = await conn.login(self._params(cid, leading), deadline)
                 return conn, m
@@ -323,7 +171,7 @@ class Session:
                 break
             self._adopt(extra)
 
-    def _adopt(self, conn: _Conn) -> None:
+    def _adopt(self, conn: Link) -> None:
         self._conns[conn.state.cid] = conn
         self.core.attach(conn.state)
         conn.enter_ffp(self.core)
@@ -562,7 +410,7 @@ class Session:
                     continue
                 self._spawn(self._ping_conn(conn))
 
-    async def _ping_conn(self, conn: _Conn) -> None:
+    async def _ping_conn(self, conn: Link) -> None:
         t = self.core.request("nop", pdu.NopOut(data=b"keepaliv"))
         t.waiter = asyncio.get_running_loop().create_future()
         conn.pinging = True
@@ -586,7 +434,7 @@ class Session:
         elif kind == "reject":
             log.warning("target rejected a PDU: %s", ev[2])
 
-    async def _requested_logout(self, conn: _Conn, seconds: int) -> None:
+    async def _requested_logout(self, conn: Link, seconds: int) -> None:
         """Async logout request: let the connection drain, log it out, then recover (re-login, reissue)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, seconds - 1.0)):
@@ -603,7 +451,7 @@ class Session:
                 await t.waiter
         conn.abort(ConnectionLost("logged out at the target's request"))
 
-    def _conn_lost(self, conn: _Conn) -> None:
+    def _conn_lost(self, conn: Link) -> None:
         c = conn.state
         if c.state.name in ("LOGGED_IN", "IN_LOGOUT", "LOGOUT_REQUESTED"):
             c.fire(Event.FAIL)

@@ -249,3 +249,8 @@ def test_daemon_side_refuses_bad_wire_targets(change, fragment):
     from_wire(good)
     with pytest.raises(ValueError, match=fragment):
         from_wire({**good, **change})
+
+
+def test_missing_top_level_file_is_one_clear_line(tmp_path):
+    p = tmp_path / "absent.conf"
+    assert errors_of(p) == [f"cannot read {p}: No such file or directory"]

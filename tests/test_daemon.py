@@ -263,3 +263,12 @@ def test_background_mode_returns_once_the_socket_answers(workdir):
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def test_discovery_target_lists_what_the_portal_offers(daemon, workdir, tgtd, capsys):
+    t = tgtd()
+    conf = write_conf(workdir, f"target portal {{\n  targetaddr 127.0.0.1 port {t.port}\n  discovery\n}}\n")
+    rc, out, err = daemon.ctl(capsys, "reload", "-f", conf, "--wait", "15")
+    assert rc == 0, err
+    assert "discovered" in out and "1 target(s) found" in out
+    assert daemon.target("portal")["discovered"] == [{"name": t.iqn, "portals": [["127.0.0.1", t.port, 1]]}]

@@ -329,8 +329,8 @@ def test_a_captured_session_decodes_without_malformed_pdus(tgtd, tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     decode = ["tshark", "-r", str(cap), "-d", f"tcp.port=={t.port},iscsi"]
-    count = subprocess.run(decode + ["-Y", f"iscsi && tcp.port=={t.port}"], capture_output=True, text=True, timeout=30).stdout
+    count = subprocess.run(decode + ["-Y", f"iscsi && tcp.port=={t.port}"], check=True, capture_output=True, text=True, timeout=30).stdout
     bad = subprocess.run(decode + ["-Y", f"_ws.malformed && tcp.port=={t.port}"],
-                         capture_output=True, text=True, timeout=30).stdout
+                         check=True, capture_output=True, text=True, timeout=30).stdout
     assert len(count.splitlines()) >= 10
     assert bad == ""

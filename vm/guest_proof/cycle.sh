@@ -11,6 +11,7 @@ until [ -s "$PROOF_RUN/writer.state" ] || [ $i -ge 900 ]; do
 done
 state=$(cat "$PROOF_RUN/writer.state" 2>/dev/null || echo none)
 echo "$state" >"$PROOF_RESULTS/writer.state"
+cp "$PROOF_PIDFILE" "$PROOF_RESULTS/uiscsid.pid" 2>/dev/null || :
 grep " $PROOF_DATA " /proc/mounts >"$PROOF_RESULTS/mounts" || :
 if [ "${PROOF_CUT:-0}" = 1 ]; then
     sync

@@ -1,0 +1,174 @@
+"""One TCP connection of a session, in asyncio: the login exchange, then PDUs into the session core.
+
+`Link` is an `asyncio.BufferedProtocol`: the event loop's ``recv_into`` fills the connection's `Framer`
+buffer, and a large Data-In payload lands straight in the caller's buffer. Sends from one loop iteration
+are corked into one write when other commands are in flight. The owning session (transport.Session)
+is told about received PDUs (``_flush``), a lost connection (``_conn_lost``) and writability (``_pump``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from . import pdu
+from .connection import Connection, Event, Framer
+from .errors import CommandTimeout, ConnectionLost, ISCSIError, TargetProtocolError
+from .login import LoginMachine, LoginParams
+from .session import SessionCore
+
+log = logging.getLogger("initiator.transport")
+SMALL = 16384  # segments below this are coalesced into one write
+
+
+class Link(asyncio.BufferedProtocol):
+    """One TCP connection: login exchange, then PDUs into the session core."""
+
+    def __init__(self, session, cid: int) -> None:
+        self.session = session
+        self.state = Connection(cid)
+        self.transport: asyncio.Transport | None = None
+        self.framer = Framer(self._login_pdu, lambda b, n: None, pdu.LOGIN_MAX_DATA)
+        self.login_q: asyncio.Queue = asyncio.Queue()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.last_rx = time.monotonic()
+        self.error: ISCSIError | None = None
+        self.paused = False
+        self.ffp = False  # in the full-feature phase: PDUs go to the session core
+        self.cork: list | None = None
+        self.loop = asyncio.get_running_loop()
+        self.pinging = False
+
+    # asyncio protocol --------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.framer.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.last_rx = time.monotonic()
+        try:
+            self.framer.buffer_updated(nbytes)
+        except ISCSIError as e:
+            self.abort(e)
+            return
+        if self.ffp:
+            self.session._flush()
+
+    def connection_lost(self, exc) -> None:
+        if self.error is None:
+            self.error = ConnectionLost(f"connection {self.state.cid} to the target closed"
+                                        + (f": {exc}" if exc else ""))
+        self.login_q.put_nowait(self.error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.session._conn_lost(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.session._pump()
+
+    # ------------------------------------------------------------------------------
+    def _login_pdu(self, bhs: bytes, ahs: bytes, data) -> None:
+        p = pdu.decode_pdu(bhs, ahs, data)
+        if isinstance(p, pdu.LoginResponse) and p.transit and p.nsg == 3 and p.status_class == 0:
+            self.framer.hold = True  # what follows is full-feature traffic for the session's framer
+        self.login_q.put_nowait(p)
+
+    def enter_ffp(self, core: SessionCore) -> None:
+        """Login done: PDUs from now on go to the session core, payloads into callers' buffers."""
+        st = self.state
+        rest = self.framer.take_rest()
+        self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
+                             st.header_digest, st.data_digest)
+        self.ffp = True
+        if rest:
+            self.buffer_updated_from(rest)
+
+    def buffer_updated_from(self, data: bytes) -> None:
+        try:
+            self.framer.feed(data)
+        except ISCSIError as e:
+            self.abort(e)
+
+    def abort(self, error: ISCSIError) -> None:
+        """Drop the connection because of ``error`` (a protocol violation or a dead peer)."""
+        if self.error is None:
+            self.error = error
+            log.warning("connection %d: %s", self.state.cid, error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def send(self, bufs: list) -> None:
+        """Queue PDUs for this connection. With other commands in flight, sends issued in the same loop
+        iteration are corked into one write (one syscall for a burst of commands); a lone command goes
+        out at once, which keeps QD1 latency low."""
+        if self.cork is not None:
+            self.cork.extend(bufs)
+        elif self.state.outstanding > 1:
+            self.cork = list(bufs)
+            self.loop.call_soon(self._uncork)
+        else:
+            self._write(bufs)
+
+    def _uncork(self) -> None:
+        bufs, self.cork = self.cork, None
+        if self.transport is not None and not self.transport.is_closing():
+            self._write(bufs)
+
+    def _write(self, bufs: list) -> None:
+        w = self.transport.write
+        small: list = []
+        for b in bufs:
+            if len(b) < SMALL:
+                small.append(b)
+            else:
+                if small:
+                    w(b"".join(small))
+                    small = []
+                w(b)
+        if small:
+            w(b"".join(small) if len(small) > 1 else small[0])
+
+    async def login(self, params: LoginParams, deadline: float) -> LoginMachine:
+        m = LoginMachine(params)
+        req = m.start()
+        while req is not None:
+            self.transport.write(pdu.encode_bytes(req))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimeout("login timed out")
+            try:
+                async with asyncio.timeout(remaining):
+                    rsp = await self.login_q.get()
+            except TimeoutError:
+                raise CommandTimeout("the target did not answer the login in time") from None
+            if isinstance(rsp, ISCSIError):
+                raise rsp
+            if not isinstance(rsp, pdu.LoginResponse):
+                raise TargetProtocolError(f"{type(rsp).__name__} during login")
+            req = m.receive(rsp)
+        self.state.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)
+        return m
+
+
+async def dial(session, cid: int, host: str, port: int, deadline: float) -> Link:
+    loop = asyncio.get_running_loop()
+    conn = Link(session, cid)
+    conn.state.fire(Event.CONNECT)
+    try:
+        async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+            await loop.create_connection(lambda: conn, host, port)
+    except TimeoutError:
+        conn.state.fire(Event.FAIL)
+        raise CommandTimeout(f"connecting to {host}:{port} timed out") from None
+    except OSError as e:
+        conn.state.fire(Event.FAIL)
+        raise ConnectionLost(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
+    conn.state.fire(Event.CONNECTED)
+    return conn
