@@ -19,6 +19,21 @@ from .config_wire import to_wire
 from .control import ControlClient, ControlError
 
 RELOAD_WAIT = 10.0
+CONFIG_HELP = """\
+config file (statements end at a newline or ';', # starts a comment):
+  NAME = VALUE                 a macro, used as $NAME
+  include "FILE"               relative to the including file
+  initiatorname IQN
+  target NAME {
+    targetaddr ADDR [port P]   a name or an address; uiscsictl resolves it (the daemon never does)
+    targetname IQN             (not needed for a discovery target)
+    auth chap user U secret-file F        F: mode 0600, first line is the secret
+    mutual user U secret-file F           the target proves itself too
+    header_digest crc32c|none    data_digest crc32c|none
+    connections N              MC/S, 1-16        replacement_timeout S   default 120
+    normal|discovery           enabled|disabled  lun N [N ...]   default: every disk LUN
+  }
+"""
 _FMT = argparse.RawDescriptionHelpFormatter
 
 
@@ -30,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "whose settings did not change keep their sessions and devices.",
                        epilog="examples:\n  uiscsictl reload\n  uiscsictl reload -f /etc/uiscsi.test.conf "
                               "--wait 30\n  uiscsictl reload --no-wait      # at boot, when a target may be "
-                              "down\n\nexit status: 0 when every enabled target is up, 1 when one failed "
-                              "or is still logging in\n(then the failing ones are named), or on any error.")
+                              "down\n\n" + CONFIG_HELP + "\nexit status: 0 when every enabled target is up, 1 "
+                              "when one failed or is still logging in\n(then the failing ones are named), "
+                              "or on any error.")
     p.add_argument("-f", "--file", default=DEFAULT_PATH, help=f"config file (default {DEFAULT_PATH})")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--wait", type=float, default=RELOAD_WAIT, metavar="SECONDS",

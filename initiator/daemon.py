@@ -34,6 +34,7 @@ from .transport import SessionConfig, open_session
 log = logging.getLogger("uiscsid")
 LINK_DIR = "/dev/disk/by-iscsi"
 SHOW_WHAT = ("summary", "sessions", "luns", "stats")
+SHUTDOWN_BUDGET = 4.5       # SIGTERM to exit within 5 s, as OpenBSD's iscsid
 
 EPILOG = """\
 examples:
@@ -89,6 +90,10 @@ class Daemon:
                 return await handler(args)
         return await handler(args)
 
+    def everything(self) -> list[TargetRuntime]:
+        """Configured targets, each followed by the targets its discovery found."""
+        return [x for rt in self.targets.values() for x in (rt, *rt.children)]
+
     async def ping(self, args: dict) -> dict:
         return {"pid": os.getpid(), "attach": self.attach, "targets": len(self.targets)}
 
@@ -134,7 +139,7 @@ class Daemon:
         wait = args.get("wait")
         if isinstance(wait, (int, float)) and wait > 0 and started:
             await asyncio.wait([asyncio.create_task(rt.settled.wait()) for rt in started], timeout=float(wait))
-        summaries = [rt.summary() for rt in new.values()]
+        summaries = [rt.summary() for rt in self.everything()]
         return {"targets": summaries,
                 "added": [n for n in confs if n not in old], "removed": [n for n in old if n not in confs],
                 "restarted": [n for n in going if n in confs],
@@ -146,7 +151,7 @@ class Daemon:
         what = args.get("what", "summary")
         if what not in SHOW_WHAT:
             raise ControlError("bad-request", f"show {what!r}: expected one of {', '.join(SHOW_WHAT)}")
-        rts = list(self.targets.values())
+        rts = self.everything()
         if what == "summary":
             return {"targets": [rt.summary() for rt in rts]}
         if what == "sessions":
@@ -158,7 +163,7 @@ class Daemon:
 
     async def detach(self, args: dict) -> dict:
         name = args.get("name")
-        rt = self.targets.get(name) if isinstance(name, str) else None
+        rt = next((x for x in self.everything() if x.name == name), None)
         if rt is None:
             raise ControlError("not-found", f"no target called {name!r} (see uiscsictl show)")
         try:
@@ -202,9 +207,14 @@ class Daemon:
         sd_notify("STOPPING=1")
         while True:
             force = self.stop_requests > 1
-            results = await asyncio.gather(*(rt.stop(force=force, keep_busy=True, timeout=4.0)
-                                             for rt in self.targets.values() if rt.state != "detached"),
-                                           return_exceptions=True)
+            try:
+                results = await asyncio.wait_for(asyncio.gather(
+                    *(rt.stop(force=force, keep_busy=True, timeout=4.0)
+                      for rt in self.targets.values() if rt.state != "detached"), return_exceptions=True),
+                    SHUTDOWN_BUDGET)
+            except TimeoutError:
+                log.error("shutdown: flush/detach/logout took over %gs; exiting anyway", SHUTDOWN_BUDGET)
+                return
             kept = [k for r in results if isinstance(r, list) for k in r if " kept: " in k]
             for r in results:
                 if isinstance(r, BaseException):

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import time
 from dataclasses import dataclass
 
 from . import scsi
-from .blockdev import BlockError, IscsiLun
+from .blockdev import IscsiLun
 from .config import TargetConf
 from .errors import ISCSIError
 from .nbd import NbdDevice, NbdError
@@ -61,6 +62,7 @@ class TargetRuntime:
         self.session = None
         self.luns: dict[int, LunRuntime] = {}
         self.discovered: list[dict] = []
+        self.children: list[TargetRuntime] = []     # a discovery target logs in to what it found
         self.logins = 0
         self.since = time.time()
         self.settled = asyncio.Event()
@@ -120,13 +122,37 @@ class TargetRuntime:
             await asyncio.sleep(backoff)
 
     async def _discover(self, session) -> None:
+        """SendTargets, then a normal target (named PARENT/IQN) for each one found, as FreeBSD's iscsictl -A -d."""
         found = await session.send_targets()
         self.discovered = [{"name": t.name, "portals": [list(p) for p in t.portals]} for t in found]
         with contextlib.suppress(Exception):
             await asyncio.wait_for(session.close(), 5)
         self.session = None
+        for t in found:
+            address, port = self._pick_portal(t.portals)
+            conf = dataclasses.replace(self.conf, name=f"{self.name}/{t.name}", target_name=t.name,
+                                       address=address, port=port, discovery=False, luns=())
+            child = TargetRuntime(conf, self.attach, self.link_dir)
+            child.start()
+            self.children.append(child)
         self._set("discovered")
+        await asyncio.gather(*(c.settled.wait() for c in self.children))
         self.settled.set()
+
+    def _pick_portal(self, portals: list[tuple[str, int, int]]) -> tuple[str, int]:
+        """The advertised portal on the address we discovered through, else the first that is an IP.
+
+        A portal that is a name or a wildcard (the daemon does no DNS) falls back to the discovery address.
+        """
+        usable = []
+        for host, port, _tpgt in portals:
+            with contextlib.suppress(ValueError):
+                if not ipaddress.ip_address(host).is_unspecified:
+                    usable.append((host, port))
+        for host, port in usable:
+            if host == self.conf.address:
+                return host, port
+        return usable[0] if usable else (self.conf.address, portals[0][1] if portals else self.conf.port)
 
     async def _setup_luns(self, session) -> None:
         wanted = list(self.conf.luns)
@@ -171,8 +197,8 @@ class TargetRuntime:
 
     # ------------------------------------------------------------------------------------ stopping
     def busy(self) -> dict[str, list[str]]:
-        """Attached devices that are mounted or held, with why."""
-        out = {}
+        """Attached devices (its own and its discovered targets') that are mounted or held, with why."""
+        out = {k: v for child in self.children for k, v in child.busy().items()}
         for lr in self.luns.values():
             if lr.device is not None and lr.device.connected and (users := lr.device.users()):
                 out[lr.device.path] = users
@@ -180,14 +206,13 @@ class TargetRuntime:
 
     async def flush(self, timeout: float = 3.0) -> list[str]:
         """SYNCHRONIZE CACHE on every LUN; returns the failures (never raises)."""
-        problems = []
-        for lr in self.luns.values():
-            if lr.backend is not None and self.session is not None:
-                try:
-                    await asyncio.wait_for(lr.backend.flush(), timeout)
-                except (BlockError, TimeoutError) as e:
-                    problems.append(f"{self.name} LUN {lr.lun}: flush failed: {e or 'timed out'}")
-        return problems
+        if self.session is None:
+            return []
+        luns = [lr for lr in self.luns.values() if lr.backend is not None]
+        results = await asyncio.gather(*(asyncio.wait_for(lr.backend.flush(), timeout) for lr in luns),
+                                       return_exceptions=True)
+        return [f"{self.name} LUN {lr.lun}: flush failed: {r or 'timed out'}" for lr, r in zip(luns, results,
+                strict=True) if isinstance(r, BaseException)]
 
     async def stop(self, force: bool = False, timeout: float = 4.0, keep_busy: bool = False) -> list[str]:
         """Flush, detach the devices, log out. Busy devices: refused (NbdError) unless force or keep_busy.
@@ -205,7 +230,11 @@ class TargetRuntime:
             self.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.task
-        problems = await self.flush(timeout=timeout / 2)
+        problems = []
+        for child in self.children:
+            problems += await child.stop(force=force, timeout=timeout)
+        self.children = []
+        problems += await self.flush(timeout=timeout / 2)
         for lr in self.luns.values():
             if lr.device is not None:
                 try:

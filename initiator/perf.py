@@ -139,5 +139,6 @@ async def _load(session, lun: int, cap: scsi.Capacity, args: argparse.Namespace)
         async with asyncio.timeout(args.seconds + timeout):
             await run_workers(worker, args.queue_depth)
     except TimeoutError:
-        raise CommandTimeout(f"a command did not complete within {timeout:g} s of the run's end") from None
+        raise CommandTimeout(f"the target stopped answering: commands did not complete within {timeout:g} s "
+                             "of the run's end") from None
     return state["ios"], max(loop.time() - start, 1e-9)

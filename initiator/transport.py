@@ -95,7 +95,6 @@ class Stats:
     bytes_written: int = 0
     reconnects: int = 0
     ua_retries: int = 0
-    nops_answered: int = 0
 
 
 class Session:
@@ -180,7 +179,7 @@ class Session:
         await self._login_all(time.monotonic() + self.cfg.login_timeout)
         self._state = "up"
         self._loop = asyncio.get_running_loop()
-        if self.cfg.nop_interval > 0:
+        if self.cfg.nop_interval > 0 and self.cfg.target_name is not None:  # discovery allows Text/Logout only
             self._spawn(self._keepalive())
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -232,11 +231,15 @@ class Session:
             data = bytes(data)
         return ScsiResult(t.status, t.sense, data, t.residual, t.underflow, t.overflow)
 
-    def _give_up(self, t: Task) -> None:
+    def _drop(self, t: Task) -> None:
         with contextlib.suppress(ValueError):
             self._pending.remove(t)
-        conn = t.conn
         self.core.forget(t)
+
+    def _give_up(self, t: Task) -> None:
+        """The caller stopped waiting: forget the command and ask the target to abort it (best effort)."""
+        conn = t.conn
+        self._drop(t)
         if conn is not None and self._state == "up":
             req = pdu.TaskMgmtRequest(function=pdu.TMF.ABORT_TASK, lun=t.lun, rtt=t.itt, refcmdsn=t.cmdsn)
             a = self.core.request("tmf", req)
@@ -319,8 +322,11 @@ class Session:
             async with asyncio.timeout(timeout or self.cfg.login_timeout):
                 await t.waiter
         except TimeoutError:
-            self.core.forget(t)
+            self._drop(t)
             raise CommandTimeout(f"the target did not answer a {kind} request in time") from None
+        except asyncio.CancelledError:
+            self._drop(t)
+            raise
         if t.error is not None:
             raise t.error
         return t

@@ -145,3 +145,31 @@ def test_cp_to_dev_null_succeeds(capsys, tmp_path):
     src.write_bytes(b"z" * 10000)
     code, out, _ = run(capsys, "cp", str(src), "/dev/null")
     assert code == 0 and out.startswith("copied 10000 bytes")
+
+
+def test_cp_draws_a_progress_bar_when_stderr_is_a_terminal(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.img"
+    src.write_bytes(bytes(3 << 20))
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "initiator.ctl", "cp", str(src), str(tmp_path / "b.img")],
+                           stdout=subprocess.PIPE, stderr=slave, timeout=60, check=False)
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(master)
+    assert r.returncode == 0 and r.stdout.startswith(b"copied 3145728 bytes")
+    assert b"cp [" in drawn and b"100%" in drawn and b"3.0 MiB/3.0 MiB" in drawn

@@ -265,10 +265,28 @@ def test_background_mode_returns_once_the_socket_answers(workdir):
             time.sleep(0.1)
 
 
-def test_discovery_target_lists_what_the_portal_offers(daemon, workdir, tgtd, capsys):
-    t = tgtd()
-    conf = write_conf(workdir, f"target portal {{\n  targetaddr 127.0.0.1 port {t.port}\n  discovery\n}}\n")
+def test_discovery_target_logs_in_to_what_the_portal_offers(daemon, workdir, tgtd, capsys):
+    t = tgtd(luns=2)
+    conf = write_conf(workdir, f"target portal {{\n  targetaddr localhost port {t.port}\n  discovery\n}}\n")
     rc, out, err = daemon.ctl(capsys, "reload", "-f", conf, "--wait", "15")
     assert rc == 0, err
     assert "discovered" in out and "1 target(s) found" in out
     assert daemon.target("portal")["discovered"] == [{"name": t.iqn, "portals": [["127.0.0.1", t.port, 1]]}]
+    child = daemon.target(f"portal/{t.iqn}")
+    assert child["state"] == "logged-in" and (child["address"], child["port"]) == ("127.0.0.1", t.port)
+    assert [x["lun"] for x in daemon.show("luns")["luns"]] == [1, 2]
+    rc, out, err = daemon.ctl(capsys, "detach", "portal")
+    assert rc == 0 and [x["name"] for x in daemon.show()["targets"]] == ["portal"]
+
+
+def test_chap_secret_from_a_file_logs_in_and_a_wrong_one_is_refused(daemon, workdir, tgtd, capsys):
+    t = tgtd(chap=("host1", "right-secret-123"))
+    for name, text in (("good.secret", "right-secret-123\n"), ("bad.secret", "wrong-secret-456\n")):
+        (workdir / name).write_text(text)
+        os.chmod(workdir / name, 0o600)
+    conf = write_conf(workdir, block("good", t, "  auth chap user host1 secret-file good.secret\n"),
+                      block("bad", t, "  auth chap user host1 secret-file bad.secret\n"))
+    rc, _, err = daemon.ctl(capsys, "reload", "-f", conf, "--wait", "15")
+    assert rc == 1 and daemon.target("good")["state"] == "logged-in"
+    assert daemon.target("bad")["state"] == "failed" and "uiscsictl: target bad: failed: " in err
+    assert "right-secret" not in daemon.logtext() and "wrong-secret" not in daemon.logtext()

@@ -4,7 +4,8 @@ The guest runs the *host's* root (read-only 9p + tmpfs overlay), so every host p
 and its code are there at their host paths; PATH starts with the bin dir of the venv that launched the
 harness (``dirname(sys.executable)``, symlinks not resolved), so ``python3``, ``uiscsid``, ``uiscsictl`` and
 ``bootkit`` are the project's own. Writes outside the exports below land in guest RAM and vanish at
-poweroff. Each boot is TCG: ~7-10 s for boot -> short command -> poweroff on an idle host, 15-25 s when
+poweroff. The root share is mounted with cache=loose, which halves Python's start-up under TCG: a host file
+changed *during* a boot may not be seen there; hand live files in through ``shares`` (uncached). Each boot is TCG: ~7-10 s for boot -> short command -> poweroff on an idle host, 15-25 s when
 the 2 cores are shared.
 
 Use::
