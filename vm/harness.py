@@ -5,8 +5,8 @@ and its code are there at their host paths; PATH starts with the bin dir of the 
 harness (``dirname(sys.executable)``, symlinks not resolved), so ``python3``, ``uiscsid``, ``uiscsictl`` and
 ``bootkit`` are the project's own. Writes outside the exports below land in guest RAM and vanish at
 poweroff. The root share is mounted with cache=loose, which halves Python's start-up under TCG: a host file
-changed *during* a boot may not be seen there; hand live files in through ``shares`` (uncached). Each boot is TCG: ~7-10 s for boot -> short command -> poweroff on an idle host, 15-25 s when
-the 2 cores are shared.
+changed *during* a boot may not be seen there; hand live files in through ``shares`` (uncached). Each boot
+is TCG: ~7-10 s for boot -> short command -> poweroff on an idle host, 15-25 s when the 2 cores are shared.
 
 Use::
 
