@@ -76,7 +76,7 @@ def ours(url: str, w: Workload, seconds: float, connections: int, event_loop: st
 
 
 def iscsi_perf(url: str, w: Workload, seconds: float) -> float:
-    cmd = ["iscsi-perf", "-b", str(w.block_size // 512), "-m", str(w.queue_depth), "-t", str(round(seconds))]
+    cmd = ["iscsi-perf", "-b", str(w.block_size // 512), "-m", str(w.queue_depth), "-t", str(max(1, round(seconds)))]
     cmd += ["-r"] if w.random else []
     r = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60, check=False)
     found = re.findall(r"iops average (\d+)", r.stdout.replace("\r", "\n"))
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=1, help="our MC/S connections (default 1)")
     p.add_argument("--read-reference", choices=("iscsi-perf", "qemu-img"), default="iscsi-perf",
                    help="libiscsi tool for the read workloads (default iscsi-perf)")
-    p.add_argument("--event-loop", choices=("auto", "asyncio"), default="auto",
-                   help="our event loop: auto (uvloop when installed) or asyncio")
+    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                   help="our event loop (default asyncio; uvloop must be installed)")
     p.add_argument("--only", action="append", metavar="SUBSTRING", help="run only matching workloads")
     p.add_argument("--json", action="store_true", help="print the full result, samples included, as JSON")
     p.add_argument("--png", metavar="FILE", help="also plot the ratios to FILE (needs matplotlib)")

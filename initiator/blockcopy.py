@@ -183,13 +183,16 @@ async def cmd_cp(args: argparse.Namespace) -> int:
         size = src.size
         progress = Progress(size, "cp", enabled=False if args.no_progress or args.json else None)
         start = time.monotonic()
-        await _pump(src, dst, size, args.chunk_size, args.queue_depth, progress)
-        if isinstance(dst, LunEnd):
-            await dst.finish()
-        else:
-            await dst.finish(size)
+        try:
+            await _pump(src, dst, size, args.chunk_size, args.queue_depth, progress)
+            if isinstance(dst, LunEnd):
+                await dst.finish()
+            else:
+                await dst.finish(size)
+            progress.finish()
+        finally:
+            progress.end_line()  # an error message must not land in the middle of the bar
         seconds = time.monotonic() - start
-        progress.finish()
     rate = size / seconds / (1 << 20) if seconds > 0 else 0.0
     doc = {"source": _name(args.source), "destination": _name(args.destination), "bytes": size,
            "seconds": round(seconds, 3), "mb_per_s": round(rate, 1)}

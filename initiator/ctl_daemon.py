@@ -145,8 +145,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     bad = [*result.get("failed", []), *result.get("pending", [])] if args.wait else []
     if bad:
         states = {t["name"]: t for t in result["targets"]}
-        return _fail([f"target {n}: {states[n]['state']}" + (f": {states[n]['error']}" if states[n]["error"]
-                                                              else "") for n in bad])
+        lines = []
+        for n in bad:
+            st = states[n]
+            lines.append(f"target {n}: {st['state']}" + (f": {st['error']}" if st["error"] else ""))
+            lines += [f"target {n} LUN {lun}: {err}" for lun, err in st.get("lun_errors", {}).items()]
+        return _fail(lines)
     return 0
 
 
@@ -238,7 +242,8 @@ def _print_summary(targets: list[dict]) -> None:
     _table(["TARGET", "STATE", "ADDRESS", "CONN", "DEVICES", "DETAIL"],
            [[t["name"], t["state"], f"{t['address']}:{t['port']}", t["connections"],
              ",".join(t["devices"]) or "-",
-             t["error"] or (f"{len(t['discovered'])} target(s) found" if t["discovered"] else "")]
+             t["error"] or "; ".join(f"LUN {n}: {e}" for n, e in t.get("lun_errors", {}).items())
+             or (f"{len(t['discovered'])} target(s) found" if t["discovered"] else "")]
             for t in targets])
 
 

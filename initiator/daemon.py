@@ -143,7 +143,7 @@ class Daemon:
         return {"targets": summaries,
                 "added": [n for n in confs if n not in old], "removed": [n for n in old if n not in confs],
                 "restarted": [n for n in going if n in confs],
-                "failed": [s["name"] for s in summaries if s["state"] == "failed"],
+                "failed": [s["name"] for s in summaries if s["state"] == "failed" or s["lun_errors"]],
                 "pending": [rt.name for rt in started if not rt.settled.is_set()]}
 
     # --------------------------------------------------------------------------------- show & co

@@ -259,6 +259,7 @@ class TargetRuntime:
                 "target_name": c.target_name, "since": self.since, "logins": self.logins,
                 "connections": getattr(self.session, "connections", 0) if self.session else 0,
                 "devices": [lr.device.path for lr in self.luns.values() if lr.device and lr.device.connected],
+                "lun_errors": {str(lr.lun): lr.error for lr in self.luns.values() if lr.error},
                 "discovered": self.discovered}
 
     def session_info(self) -> dict:

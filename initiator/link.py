@@ -11,12 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from . import pdu
 from .connection import Connection, Event, Framer
 from .errors import CommandTimeout, ConnectionLost, ISCSIError, TargetProtocolError
 from .login import LoginMachine, LoginParams
 from .session import SessionCore
+
+if TYPE_CHECKING:  # the session owns its links; only the type checker needs this import
+    from .transport import Session
 
 log = logging.getLogger("initiator.transport")
 SMALL = 16384  # segments below this are coalesced into one write
@@ -25,7 +29,7 @@ SMALL = 16384  # segments below this are coalesced into one write
 class Link(asyncio.BufferedProtocol):
     """One TCP connection: login exchange, then PDUs into the session core."""
 
-    def __init__(self, session, cid: int) -> None:
+    def __init__(self, session: Session, cid: int) -> None:
         self.session = session
         self.state = Connection(cid)
         self.transport: asyncio.Transport | None = None
@@ -157,7 +161,7 @@ class Link(asyncio.BufferedProtocol):
         return m
 
 
-async def dial(session, cid: int, host: str, port: int, deadline: float) -> Link:
+async def dial(session: Session, cid: int, host: str, port: int, deadline: float) -> Link:
     loop = asyncio.get_running_loop()
     conn = Link(session, cid)
     conn.state.fire(Event.CONNECT)

@@ -118,6 +118,14 @@ def is_connected(index: int) -> bool:
     return (SYS_BLOCK / f"nbd{index}" / "pid").exists()
 
 
+def sectors(index: int) -> int:
+    """The size the kernel shows for /dev/nbdN, in 512-byte sectors (0 until it is set)."""
+    try:
+        return int((SYS_BLOCK / f"nbd{index}" / "size").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def users(index: int) -> list[str]:
     """Why /dev/nbdN (or one of its partitions) must not be detached: mount points and holders."""
     base = SYS_BLOCK / f"nbd{index}"
@@ -190,8 +198,8 @@ class NbdDevice:
         self._serve_task = asyncio.create_task(self.serve(reader, self._writer), name=f"nbd{self.index}-serve")
         threading.Thread(target=self._do_it, args=(loop, kernel_end), name=f"nbd{self.index}-do-it",
                          daemon=True).start()
-        for _ in range(200):                    # the pid file appears once the device is live
-            if is_connected(self.index) or self._done.done():
+        for _ in range(500):    # live once the kernel shows our pid *and* the size (it sets the size last)
+            if self._done.done() or is_connected(self.index) and sectors(self.index) == self.backend.size // 512:
                 break
             await asyncio.sleep(0.01)
         if self._done.done():

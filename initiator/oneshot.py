@@ -96,6 +96,7 @@ async def cmd_inquiry(args: argparse.Namespace) -> int:
                 s, url.lun, vpd.SUPPORTED_PAGES, t)))
         except scsi.SCSIError:
             pages = []  # VPD is optional before SPC-3; the standard page alone still identifies it
+        info["session"] = session_doc(s)
         for code, parser, key in ((vpd.UNIT_SERIAL, vpd.parse_unit_serial, "serial"),
                                   (vpd.DEVICE_ID, vpd.parse_device_id, "designators"),
                                   (vpd.BLOCK_LIMITS, vpd.parse_block_limits, "block_limits"),
@@ -109,8 +110,20 @@ async def cmd_inquiry(args: argparse.Namespace) -> int:
            "cmdque": inq.cmdque, "vpd_pages": pages, "serial": info.get("serial"),
            "designators": [d.as_dict() for d in info.get("designators", [])],
            "block_limits": vars(info["block_limits"]) if "block_limits" in info else None,
-           "provisioning": _provisioning_doc(info.get("provisioning"))}
+           "provisioning": _provisioning_doc(info.get("provisioning")), "session": info["session"]}
     return emit(args, doc, _inquiry_text(doc))
+
+
+def session_doc(session) -> dict[str, Any]:
+    """What login settled on, for the user to see (digests, burst sizes, connections)."""
+    n = getattr(session, "negotiated", None)
+    if n is None:
+        return {}
+    return {"header_digest": n.header_digest, "data_digest": n.data_digest,
+            "connections": getattr(session, "connections", 1), "max_connections": n.max_connections,
+            "immediate_data": n.immediate_data, "initial_r2t": n.initial_r2t, "first_burst": n.first_burst,
+            "max_burst": n.max_burst, "max_recv_dsl": n.max_recv_dsl, "max_xmit_dsl": n.max_xmit_dsl,
+            "target_alias": n.target_alias, "tpgt": n.tpgt}
 
 
 def _provisioning_doc(p: vpd.Provisioning | None) -> dict[str, Any] | None:
@@ -135,6 +148,13 @@ def _inquiry_text(doc: dict[str, Any]) -> str:
     prov = doc["provisioning"]
     if prov:
         rows.append(("provisioning", f"{prov['type']}, UNMAP {'yes' if prov['unmap'] else 'no'}"))
+    sess = doc["session"]
+    if sess:
+        digests = "+".join(n for n, on in (("header", sess["header_digest"]), ("data", sess["data_digest"])) if on)
+        yes = {True: "yes", False: "no"}
+        text = (f"digests {digests or 'none'}, ImmediateData {yes[sess['immediate_data']]}, "
+                f"InitialR2T {yes[sess['initial_r2t']]}, bursts {sess['first_burst']}/{sess['max_burst']}")
+        rows.append(("session", text))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

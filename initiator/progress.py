@@ -66,6 +66,11 @@ class Progress:
         """Draw the final state and end the line (nothing at all when disabled)."""
         if self.enabled:
             self._draw(time.monotonic())
+        self.end_line()
+
+    def end_line(self) -> None:
+        """Move off the bar's line, once, if anything was drawn."""
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self._drawn = False

@@ -55,6 +55,7 @@ _CMD = struct.Struct(">BBHIQIIII16s")           # SCSI Command: EDTL, CmdSN, Exp
 _DOUT = struct.Struct(">BBHIQIIIIIIII")         # Data-Out: TTT, rsvd, ExpStatSN, rsvd, DataSN, offset, rsvd
 _DIN = struct.Struct(">BBBBIQIIIIIIII")         # Data-In / SCSI Response / R2T share this shape
 _ITT = struct.Struct(">I")
+PACK_BELOW = 16384  # Data-Out PDUs smaller than this are packed into one buffer per sequence
 
 
 class Task:
@@ -223,6 +224,23 @@ class SessionCore:
 
     def _data_outs(self, conn: Connection, t: Task, ttt: int, start: int, end: int, bufs: list) -> None:
         mx, sn, off, data = conn.max_xmit_dsl, 0, start, t.data_out
+        if mx < PACK_BELOW and not (conn.header_digest or conn.data_digest):
+            # Small PDUs (tgt's default MaxRecvDataSegmentLength is 8 KiB): join the whole sequence into one
+            # buffer here, cheaper than framing hundreds of tiny segments one by one for the socket.
+            expstatsn, lun, itt, pack = conn.expstatsn, t.lun, t.itt, _DOUT.pack
+            parts: list = []
+            append = parts.append
+            while off < end:
+                n = min(mx, end - off)
+                append(pack(Op.DATA_OUT, 0x80 if off + n == end else 0, 0, n, lun, itt, ttt, 0, expstatsn, 0,
+                            sn, off, 0))
+                append(data[off:off + n])
+                if n & 3:
+                    append(b"\0" * (-n & 3))
+                off += n
+                sn += 1
+            bufs.append(b"".join(parts))
+            return
         while off < end:
             n = min(mx, end - off)
             head = _DOUT.pack(Op.DATA_OUT, 0x80 if off + n == end else 0, 0, n, t.lun, t.itt, ttt, 0,

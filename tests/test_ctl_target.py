@@ -123,17 +123,34 @@ def test_cp_round_trip_file_to_lun_to_file_is_verified_independently(tgtd, tmp_p
 
 
 def test_cp_with_header_and_data_digests(tgtd, tmp_path):
-    t = tgtd(size_mb=8)
+    t = tgtd(size_mb=8, params={"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"})
     src = tmp_path / "src.img"
     src.write_bytes(os.urandom(8 << 20))
-    ok_json("cp", str(src), t.url(1) + "?header_digest=crc32c&data_digest=crc32c")
+    url = t.url(1) + "?header_digest=crc32c&data_digest=crc32c"
+    session = ok_json("inquiry", url)["session"]
+    assert session["header_digest"] and session["data_digest"]
+    ok_json("cp", str(src), url)
     assert sha256(t.backing[0]) == sha256(src)
+    assert ok_json("inquiry", t.url(1))["session"]["header_digest"] is False
 
 
 def test_discover_on_istgt(istgt):
     t = istgt(size_mb=4)
     doc = ok_json("discover", f"127.0.0.1:{t.port}")
     assert [x["name"] for x in doc["targets"]] == [t.iqn]
+
+
+def test_cp_survives_connection_resets_and_the_data_is_intact(tgtd, tmp_path):
+    from tests.proxy import ResetProxy
+
+    t = tgtd(size_mb=32)
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(24 << 20))
+    with ResetProxy("127.0.0.1", t.port, reset_every=4 << 20, max_resets=4) as proxy:
+        doc = ok_json("cp", str(src), f"iscsi://127.0.0.1:{proxy.port}/{t.iqn}/1")
+        assert proxy.resets >= 3
+    assert doc["bytes"] == 24 << 20
+    assert sha256(t.backing[0], 24 << 20) == sha256(src)
 
 
 def test_cp_lun_to_lun(tgtd):
@@ -314,3 +331,15 @@ def test_target_sending_nonsense_gives_a_clear_error(listener, behaviour):
     err = one_line_error(uiscsictl("capacity", "--timeout", "5", f"iscsi://127.0.0.1:{lst.port}/iqn.2026-11.x:y/1"))
     assert time.monotonic() - start < 5 + 5
     assert "internal error" not in err, err
+
+
+def test_tools_also_run_on_uvloop_when_asked(tgtd, tmp_path):
+    pytest.importorskip("uvloop")
+    t = tgtd(size_mb=4)
+    env = {"UISCSI_EVENT_LOOP": "uvloop"}
+    assert ok_json("capacity", t.url(1), env=env)["blocks"] == 8192
+    src = tmp_path / "src.img"
+    src.write_bytes(os.urandom(4 << 20))
+    ok_json("cp", str(src), t.url(1), env=env)
+    assert sha256(t.backing[0]) == sha256(src)
+    assert ok_json("perf", t.url(1), "--block-size", "4k", "--seconds", "0.3", env=env)["ios"] > 0

@@ -290,3 +290,19 @@ def test_chap_secret_from_a_file_logs_in_and_a_wrong_one_is_refused(daemon, work
     assert rc == 1 and daemon.target("good")["state"] == "logged-in"
     assert daemon.target("bad")["state"] == "failed" and "uiscsictl: target bad: failed: " in err
     assert "right-secret" not in daemon.logtext() and "wrong-secret" not in daemon.logtext()
+
+
+def test_connections_line_opens_that_many_connections(daemon, workdir, tgtd, capsys):
+    t = tgtd(params={"MaxConnections": "2"})
+    assert daemon.ctl(capsys, "reload", "-f", write_conf(workdir, block("disk", t, "  connections 2\n")))[0] == 0
+    (s,) = daemon.show("sessions")["sessions"]
+    assert s["connections"] == 2 and s["negotiated"]["max_connections"] >= 2
+
+
+def test_a_missing_lun_is_reported_and_reload_exits_1(daemon, workdir, tgtd, capsys):
+    t = tgtd()
+    rc, _, err = daemon.ctl(capsys, "reload", "-f", write_conf(workdir, block("disk", t, "  lun 1 7\n")))
+    assert rc == 1 and "uiscsictl: target disk LUN 7: " in err, err
+    assert daemon.target("disk")["state"] == "logged-in"
+    luns = {x["lun"]: x for x in daemon.show("luns")["luns"]}
+    assert luns[1]["error"] is None and luns[7]["error"]

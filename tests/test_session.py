@@ -280,3 +280,45 @@ def test_random_bytes_raise_only_protocol_errors(blob):
         fr.feed(blob)
     except TargetProtocolError:
         pass
+
+
+@pytest.mark.parametrize("digests", [False, True])
+def test_data_out_pdus_of_odd_size_are_padded_and_cover_the_burst_exactly(digests):
+    neg = Negotiated(max_xmit_dsl=1001, max_recv_dsl=65536, first_burst=65536, max_burst=262144,
+                     immediate_data=False, initial_r2t=True, header_digest=digests, data_digest=digests)
+    core, (c,) = make(neg, digests=digests)
+    data = bytes(range(251)) * 12  # 3012 bytes
+    t = core.scsi_task(1, b"\x2a" + bytes(9), data_out=data)
+    core.issue(t, c)
+    deliver(core, c, pdu.R2T(itt=t.itt, ttt=9, offset=0, length=len(data), statsn=10), digests=digests)
+    (_, bufs), = core.out
+    outs = parse_sent(bufs, digests=digests)
+    assert [len(o.data) for o in outs] == [1001, 1001, 1001, 9]
+    assert [o.offset for o in outs] == [0, 1001, 2002, 3003] and outs[-1].final
+    assert b"".join(bytes(o.data) for o in outs) == data
+
+
+_TARGET_OPS = [op for op, cls in pdu.PDU_CLASSES.items() if cls.from_target]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_TARGET_OPS), st.binary(min_size=47, max_size=47),
+                          st.binary(max_size=64)), min_size=1, max_size=6))
+def test_well_framed_pdus_with_random_fields_raise_only_protocol_errors(items):
+    core, (c,) = make()
+    t = core.scsi_task(1, b"\x28" + bytes(9), read_len=4096)
+    core.issue(t, c)
+    w = core.scsi_task(1, b"\x2a" + bytes(9), data_out=bytes(4096))
+    core.issue(w, c)
+    fr = Framer(lambda b, a, d: core.receive(c, b, a, d), core.data_in_sink, max_data=8192)
+    raw = bytearray()
+    for op, rest, data in items:
+        bhs = bytearray(bytes([op]) + rest)
+        bhs[4] = 0
+        bhs[5:8] = len(data).to_bytes(3, "big")
+        if bhs[16] & 1:  # aim half of them at the live tasks
+            bhs[16:20] = (t.itt if bhs[17] & 1 else w.itt).to_bytes(4, "big")
+        raw += bhs + data + bytes(-len(data) & 3)
+    try:
+        fr.feed(bytes(raw))
+    except TargetProtocolError:
+        pass

@@ -306,8 +306,8 @@ def test_a_captured_session_decodes_without_malformed_pdus(tgtd, tmp_path):
         pytest.skip("tshark is not installed")
     t = tgtd(size_mb=8)  # no digests: this tshark's iSCSI dissector has no digest setting
     cap = tmp_path / "cap.pcapng"
-    # no capture filter: BPF port filters capture nothing on this kernel; filter when decoding instead
-    proc = subprocess.Popen(["tshark", "-i", "lo", "-a", "duration:25", "-w", str(cap), "-q"],
+    proc = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {t.port}", "-a", "duration:25", "-w", str(cap),
+                             "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 15

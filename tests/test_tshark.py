@@ -56,17 +56,20 @@ def _decode(path, port, *extra):
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (make test installs it)")
-def test_one_session_decodes_with_zero_malformed_pdus(tgtd, tmp_path):
-    t = tgtd(size_mb=4)
+@pytest.mark.parametrize("query", ["", "?header_digest=crc32c&data_digest=crc32c"], ids=["plain", "digests"])
+def test_one_session_decodes_with_zero_malformed_pdus(tgtd, tmp_path, query):
+    digests = bool(query)
+    t = tgtd(size_mb=4, params={"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"} if digests else None)
+    url = t.url(1) + query
     cap = tmp_path / "session.pcapng"
     src = tmp_path / "src.img"
     src.write_bytes(os.urandom(256 << 10))
     proc = _start_capture(t.port, cap)
     try:
         uiscsictl("discover", f"127.0.0.1:{t.port}")
-        uiscsictl("inquiry", t.url(1))
-        uiscsictl("cp", "--queue-depth", "1", "--chunk-size", "64k", str(src), t.url(1))
-        uiscsictl("perf", t.url(1), "--block-size", "4k", "--queue-depth", "1", "--seconds", "0.2", "--random")
+        uiscsictl("inquiry", url)
+        uiscsictl("cp", "--queue-depth", "1", "--chunk-size", "64k", str(src), url)
+        uiscsictl("perf", url, "--block-size", "4k", "--queue-depth", "1", "--seconds", "0.2", "--random")
     finally:
         _stop_capture(proc)
     malformed = _decode(cap, t.port, "-Y", "_ws.malformed")
@@ -75,3 +78,7 @@ def test_one_session_decodes_with_zero_malformed_pdus(tgtd, tmp_path):
     opcodes = set(_decode(cap, t.port, "-Y", "iscsi", "-T", "fields", "-e", "iscsi.opcode").split())
     opcodes = {int(o, 16) for line in opcodes for o in line.split(",") if o}
     assert {0x03, 0x23, 0x04, 0x24, 0x01, 0x21, 0x25, 0x06, 0x26} <= opcodes, sorted(hex(o) for o in opcodes)
+    if digests:  # the dissector saw (and parsed) digests, so the digest layout was checked too
+        fields = _decode(cap, t.port, "-Y", "iscsi.headerdigest32 && iscsi.datadigest32", "-T", "fields",
+                         "-e", "iscsi.opcode")
+        assert fields.strip(), "no PDU with both digests was decoded"

@@ -14,6 +14,7 @@ from vm import harness
 from vm.initramfs import InitramfsError, busybox_path, ensure_initramfs
 from vm.kernel import KernelFetchError, cache_root, cached_kernels, fetch
 from vm.qemu import qemu_binary
+from vm.scenarios import cli as proof_cli  # reboot-test, power-cut-test, target-down-test (the proof)
 
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_HARNESS = 125  # the guest could not be booted, or it died before the command ended
@@ -180,6 +181,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="console to stderr, a JSON summary to stdout")
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     r.set_defaults(func=cmd_run)
+    proof_cli.add_parsers(sub)  # the proof's three subcommands live in vm/scenarios/cli.py
     return p
 
 

@@ -10,8 +10,9 @@ takes about 1 s there and it stops on SIGTERM within about 3 s.
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,7 +22,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-_control_numbers = itertools.count(100 + (os.getpid() % 500) * 7)
+LOCK_DIR = Path("/run/lock/bootkit-tgtd")
+
+
+def claim_control_number() -> tuple[int, int]:
+    """A tgtd control number (-C N) no other process holds, and the open lock file that holds it.
+
+    Concurrent test runs each start several tgtd instances; a per-number flock (held for the instance's
+    life, released by the kernel if we die) keeps them from sharing a control socket.
+    """
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    for _ in range(1000):
+        n = random.randint(1000, 60000)
+        fd = os.open(LOCK_DIR / f"{n}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if not Path(f"/run/tgtd/socket.{n}").exists() and not Path(f"/var/run/tgtd/socket.{n}").exists():
+            return n, fd
+        os.close(fd)
+    raise RuntimeError("no free tgtd control number")
 
 
 def free_port() -> int:
@@ -79,6 +101,7 @@ class Tgt:
     params: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     host: str = "127.0.0.1"
+    lock_fd: int = -1  # holds the control number (see claim_control_number)
 
     @classmethod
     def start(cls, workdir: Path | None = None, size_mb: int = 64, chap: tuple[str, str] | None = None,
@@ -88,7 +111,8 @@ class Tgt:
         port = port or free_port()
         if backing is None:
             backing = [make_backing(workdir / f"lun{i}.img", size_mb) for i in range(1, luns + 1)]
-        t = cls(port=port, control=next(_control_numbers), iqn=iqn or f"iqn.2026-11.test.bootkit:tgt{port}",
+        control, lock_fd = claim_control_number()
+        t = cls(port=port, control=control, lock_fd=lock_fd, iqn=iqn or f"iqn.2026-11.test.bootkit:tgt{port}",
                 backing=list(backing), workdir=workdir, chap=chap, mutual=mutual, params=dict(params or {}))
         t._launch()
         return t
@@ -150,6 +174,9 @@ class Tgt:
 
     def stop(self) -> None:
         self.kill()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
     def __enter__(self) -> Self:
         return self

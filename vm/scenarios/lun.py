@@ -79,6 +79,7 @@ class HostCheck:
     payload_sha256: str | None   # sha256 of /payload.bin as debugfs reads it
     recorded_sha256: str | None  # the digest stored in /payload.sha256
     payload_ok: bool | None      # None: no payload on the filesystem
+    expected_sha256: str | None = None  # what the guest's writer last wrote, when known
 
     @property
     def clean(self) -> bool:
@@ -88,20 +89,24 @@ class HostCheck:
         return {**asdict(self), "clean": self.clean}
 
 
-def check(path: Path) -> HostCheck:
-    """needs_recovery (dumpe2fs -h), `e2fsck -fn` exit, and the payload read with debugfs vs its hash."""
+def check(path: Path, expected: str | None = None) -> HostCheck:
+    """needs_recovery (dumpe2fs -h), `e2fsck -fn` exit, and the payload read with debugfs vs its hash.
+
+    With ``expected`` (the digest the guest's writer reported), the payload is ok only if it is that one:
+    a filesystem whose last metadata lives only in its journal still shows the previous payload here.
+    """
     path = Path(path)
     needs = "needs_recovery" in features(path)
     fsck = _run(["e2fsck", "-fn", str(path)])
-    tail = [ln for ln in (fsck.stdout + fsck.stderr).splitlines() if ln.strip()][-6:]
+    tail = [ln for ln in (fsck.stderr + fsck.stdout).splitlines() if ln.strip()][-6:]
     data = debugfs_cat(path, PAYLOAD)
     recorded = recorded_hash(debugfs_cat(path, PAYLOAD_HASH))
     actual = hashlib.sha256(data).hexdigest() if data is not None else None
     if data is None and recorded is None:
         ok = None
     else:
-        ok = actual is not None and actual == recorded
-    return HostCheck(needs, fsck.returncode, tail, actual, recorded, ok)
+        ok = actual is not None and actual == recorded and expected in (None, actual)
+    return HostCheck(needs, fsck.returncode, tail, actual, recorded, ok, expected)
 
 
 def ensure(path: Path, size_mb: int = 64, payload_mb: int = 8) -> bool:
