@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         sys.stderr.write(f"demo: {e}\n")
         return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("demo: interrupted; stopping tgtd and cleaning up\n")
+        return 130
     finally:
         if target is not None:
             target.stop()

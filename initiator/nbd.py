@@ -160,6 +160,7 @@ class NbdDevice:
         self._serve_task: asyncio.Task | None = None
         self._ours: socket.socket | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.got_disc = False
 
     @classmethod
     async def attach(cls, backend: BlockBackend, index: int | None = None, queue_depth: int = 64) -> NbdDevice:
@@ -233,6 +234,7 @@ class NbdDevice:
                 payload = await reader.readexactly(req.length) if req.cmd == CMD_WRITE else b""
                 if req.cmd == CMD_DISC:
                     log.info("%s: the kernel asked to disconnect", self.path)
+                    self.got_disc = True
                     break
                 await self._slots.acquire()
                 task = asyncio.create_task(self._handle(req, payload))
@@ -247,6 +249,10 @@ class NbdDevice:
                 await asyncio.wait(set(self._tasks), timeout=30)
             if self._writer is not None:
                 self._writer.close()
+            self._served_out()
+
+    def _served_out(self) -> None:
+        """Our socket is finished (DISC or EOF). The ioctl bridge learns the rest from its DO_IT thread."""
 
     async def _handle(self, req: Request, payload: bytes) -> None:
         st = self.stats

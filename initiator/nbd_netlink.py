@@ -8,13 +8,20 @@ Devices are found again by the backend identifier given at connect (/sys/block/n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import struct
 from pathlib import Path
 from typing import Self
+
+from .blockdev import BlockBackend
+from .nbd import MAX_REQUEST, NbdDevice, NbdError, is_connected, sectors, transmission_flags
+
+log = logging.getLogger("uiscsid.nbd")
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
@@ -166,3 +173,94 @@ def reconfigure(index: int, sock_fd: int) -> None:
 def disconnect(index: int) -> None:
     with Genl() as g:
         g.call(g.family("nbd"), CMD_DISCONNECT, u32(ATTR_INDEX, index))
+
+
+class KeptDevice(NbdDevice):
+    """/dev/nbdN attached over netlink: it outlives this process for ``dead_conn_timeout`` seconds, and
+    `attach_kept` in a new process takes it over (same identifier) instead of making a new disk.
+
+    If the kernel drops our socket while we live (a request exceeded ``timeout``: it requeues it), we
+    hand it a fresh socket at once; the requeued requests come again on it.
+    """
+
+    identifier = ""
+    adopted = False
+    _closing = False
+
+    @classmethod
+    async def attach_kept(cls, backend: BlockBackend, identifier: str, dead_conn_timeout: int,
+                          timeout: int = 30, queue_depth: int = 64) -> KeptDevice:
+        loop = asyncio.get_running_loop()
+        existing = find_by_identifier(identifier)
+        kernel_end, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if existing is not None:
+                await loop.run_in_executor(None, reconfigure, existing, kernel_end.fileno())
+                index = existing
+            else:
+                index = await loop.run_in_executor(
+                    None, connect, kernel_end.fileno(), backend.size, backend.block_size,
+                    transmission_flags(backend), identifier, dead_conn_timeout, timeout)
+        except NetlinkError as e:
+            ours.close()
+            what = f"take over /dev/nbd{existing}" if existing is not None else "attach"
+            raise NbdError(f"cannot {what} for {identifier!r} over netlink: {e}") from None
+        finally:
+            kernel_end.close()          # the kernel holds its own reference now
+        dev = cls(index, -1, backend, queue_depth)
+        dev.identifier, dev.adopted = identifier, existing is not None
+        await dev._serve_socket(ours)
+        for _ in range(500):
+            if is_connected(index) and sectors(index) == backend.size // 512:
+                break
+            await asyncio.sleep(0.01)
+        log.info("%s %s for %s", "took over" if dev.adopted else "attached", dev.path, identifier)
+        return dev
+
+    async def _serve_socket(self, ours: socket.socket) -> None:
+        self._ours = ours
+        reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_REQUEST + 1)
+        self._serve_task = asyncio.create_task(self.serve(reader, writer), name=f"nbd{self.index}-serve")
+
+    def _served_out(self) -> None:
+        if self.got_disc or self._closing:
+            if not self._done.done():
+                self._done.set_result("disconnected")
+            return
+        asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """The kernel shut our socket (a request timed out): give it a new one; requeued I/O follows."""
+        kernel_end, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, reconfigure, self.index, kernel_end.fileno())
+        except NetlinkError as e:
+            ours.close()
+            log.error("%s: lost its socket and cannot get a new one: %s", self.path, e)
+            if not self._done.done():
+                self._done.set_result(f"lost: {e}")
+            return
+        finally:
+            kernel_end.close()
+        log.warning("%s: the kernel dropped our socket; serving on a new one", self.path)
+        await self._serve_socket(ours)
+
+    async def disconnect(self, force: bool = False, timeout: float = 5.0) -> None:
+        if self._done.done():
+            return
+        busy = self.users()
+        if busy and not force:
+            raise NbdError(f"{self.path} is in use ({', '.join(busy)}); unmount it first or force")
+        self._closing = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, disconnect, self.index)
+        except NetlinkError as e:
+            log.warning("%s: netlink disconnect: %s", self.path, e)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        except TimeoutError:
+            if self._ours is not None:
+                with contextlib.suppress(OSError):
+                    self._ours.shutdown(socket.SHUT_RDWR)
+            if not self._done.done():
+                self._done.set_result("abandoned")
