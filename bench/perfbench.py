@@ -107,8 +107,10 @@ def run(args: argparse.Namespace) -> dict:
     samples: dict[str, list[dict]] = {w.name: [] for w in workloads}
     target = None
     try:
-        target = Tgt.start(workdir=workdir, size_mb=args.lun_mb,
-                           params={"MaxConnections": str(max(args.connections, 1))})
+        from bootkit.demo import start_tgtd
+
+        target = start_tgtd(Tgt, workdir=workdir, size_mb=args.lun_mb,
+                            params={"MaxConnections": str(max(args.connections, 1))})
         _prefill(target.backing[0], args.lun_mb)
         url = target.url(1)
         lun_bytes = args.lun_mb << 20

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import os
 import stat
+import sys
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -39,9 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "to stderr when it is a terminal.",
         epilog="examples:\n  uiscsictl cp disk.img iscsi://192.0.2.10/iqn.2026-11.org.example:d/1\n"
                "  uiscsictl cp iscsi://192.0.2.10/iqn.2026-11.org.example:d/1 backup.img\n"
+               "  uiscsictl cp iscsi://192.0.2.10/iqn.2026-11.org.example:d/1 - | gzip > backup.img.gz\n"
                "  uiscsictl cp --json --queue-depth 16 a.img iscsi://u%s@192.0.2.10:3261/iqn.2026-11.org.x:d/0")
-    p.add_argument("source", metavar="SRC", help="local file or iscsi:// URL")
-    p.add_argument("destination", metavar="DST", help="local file or iscsi:// URL (a file is created)")
+    p.add_argument("source", metavar="SRC", help="local file, iscsi:// URL, or - (stdin redirected from a file)")
+    p.add_argument("destination", metavar="DST",
+                   help="local file (created if missing), iscsi:// URL, or - for stdout (the summary then goes to "
+                        "stderr)")
     p.add_argument("--chunk-size", type=_chunk, default=DEFAULT_CHUNK, metavar="BYTES",
                    help="bytes per command (default 1M; suffixes k, M)")
     p.add_argument("--queue-depth", type=_positive_int, default=DEFAULT_QD, metavar="N",
@@ -99,20 +103,40 @@ class LunEnd:
 
 
 class FileEnd:
-    """One side of the copy that is a local file or device; I/O runs in a thread to keep the pipe full."""
+    """One side of the copy that is a local file or device; I/O runs in a thread to keep the pipe full.
+
+    ``-`` is standard input (which must be a file: its size is needed up front) or standard output,
+    where chunks are written strictly in order so a pipe gets a plain byte stream.
+    """
 
     block_size = 1
 
     def __init__(self, path: str, writing: bool) -> None:
-        self.path = path
-        flags = (os.O_WRONLY | os.O_CREAT) if writing else os.O_RDONLY
-        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.stream = path == "-"
+        self.path = ("<stdout>" if writing else "<stdin>") if self.stream else path
+        if self.stream:
+            self.fd = os.dup(1 if writing else 0)
+        else:
+            flags = (os.O_WRONLY | os.O_CREAT) if writing else os.O_RDONLY
+            self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
         st = os.fstat(self.fd)
         if stat.S_ISDIR(st.st_mode):
             os.close(self.fd)
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        self.regular = stat.S_ISREG(st.st_mode)
-        self.size = st.st_size if self.regular else os.lseek(self.fd, 0, os.SEEK_END)
+        self.regular = stat.S_ISREG(st.st_mode) and not self.stream
+        self._next = 0  # stream output: the offset that must be written next
+        self._turn = asyncio.Condition()
+        if writing:
+            self.size = 0
+        elif stat.S_ISREG(st.st_mode):
+            self.size = st.st_size
+        else:
+            try:
+                self.size = os.lseek(self.fd, 0, os.SEEK_END)
+            except OSError:
+                os.close(self.fd)
+                raise ToolError(f"{self.path} is a pipe: cp needs a source whose size is known "
+                                "(a file, a device or a URL)") from None
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
         n = await self._io(os.preadv, self.fd, [buf], offset)
@@ -120,9 +144,22 @@ class FileEnd:
             raise ToolError(f"{self.path}: file shrank during the copy (short read at offset {offset})")
 
     async def write(self, offset: int, data: memoryview) -> None:
+        if self.stream:
+            await self._write_in_order(offset, data)
+            return
         done = 0
         while done < len(data):
             done += await self._io(os.pwrite, self.fd, data[done:], offset + done)
+
+    async def _write_in_order(self, offset: int, data: memoryview) -> None:
+        """Wait for every earlier chunk, then write: workers take offsets in order, so one can always go."""
+        async with self._turn:
+            await self._turn.wait_for(lambda: self._next == offset)
+            done = 0
+            while done < len(data):
+                done += await self._io(os.write, self.fd, data[done:])
+            self._next += len(data)
+            self._turn.notify_all()
 
     async def finish(self, size: int) -> None:
         if self.regular:
@@ -130,7 +167,7 @@ class FileEnd:
         try:
             await self._io(os.fsync, self.fd)
         except OSError as e:  # /dev/null and pipes cannot fsync (EINVAL); files and disks must
-            if self.regular or e.errno != errno.EINVAL:
+            if self.regular or e.errno not in (errno.EINVAL, errno.EROFS):
                 raise
 
     async def _io(self, fn, *args):
@@ -196,7 +233,8 @@ async def cmd_cp(args: argparse.Namespace) -> int:
     rate = size / seconds / (1 << 20) if seconds > 0 else 0.0
     doc = {"source": _name(args.source), "destination": _name(args.destination), "bytes": size,
            "seconds": round(seconds, 3), "mb_per_s": round(rate, 1)}
-    return emit(args, doc, f"copied {size} bytes ({human_bytes(size)}) in {seconds:.2f} s, {rate:.1f} MiB/s")
+    text = f"copied {size} bytes ({human_bytes(size)}) in {seconds:.2f} s, {rate:.1f} MiB/s"
+    return emit(args, doc, text, stream=sys.stderr if args.destination == "-" else None)
 
 
 def _name(text: str) -> str:

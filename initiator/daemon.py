@@ -4,8 +4,10 @@ It never reads a config file and never resolves a name: uiscsictl parses /etc/ui
 targets with IP addresses over the root-only control socket (control.py), so reconnects need no DNS.
 It flags itself no-broadcast-kill (iscsid_shim) so shutdown's kill sprees spare it, tells systemd it is
 ready through NOTIFY_SOCKET, and on SIGTERM flushes, detaches what is not mounted, logs out and exits
-(within 5 s); mounted devices are never dropped by SIGTERM: it keeps serving them until they are
-unmounted, or until a second SIGTERM or a SIGINT forces the exit.
+(within 5 s). Mounted devices are never dropped by SIGTERM: with the ioctl bridge it keeps serving them
+until they are unmounted (a second SIGTERM or a SIGINT forces the exit); with ``--attach netlink`` it
+flushes and exits, and the kernel holds them (I/O waits) for replacement_timeout seconds until the next
+uiscsid takes them over (NBD netlink reconfigure): a restart without losing the disks.
 """
 
 from __future__ import annotations
@@ -202,6 +204,10 @@ class Daemon:
         return {"targets": [{"name": t.name, "portals": [list(p) for p in t.portals]} for t in found]}
 
     # --------------------------------------------------------------------------------- shutdown
+    async def _flush_all(self) -> list[str]:
+        results = await asyncio.gather(*(rt.flush() for rt in self.everything()))
+        return [p for r in results for p in r]
+
     async def shutdown(self) -> None:
         """SIGTERM: flush, detach what is unused, log out; keep serving mounted devices until free."""
         sd_notify("STOPPING=1")
@@ -224,6 +230,14 @@ class Daemon:
                         if " kept: " not in problem:
                             log.warning("shutdown: %s", problem)
             if not kept:
+                return
+            if self.attach == "netlink" and not force:
+                for problem in await self._flush_all():
+                    log.warning("shutdown: %s", problem)
+                for rt in self.everything():
+                    await rt.park()
+                log.warning("exiting; the kernel holds these for the next uiscsid (replacement_timeout): %s",
+                            "; ".join(kept))
                 return
             log.warning("not exiting while in use: %s (unmount, or send SIGTERM again to force)", "; ".join(kept))
             self.wake.clear()
@@ -275,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", action="store_true", dest="foreground", help="stay in the foreground, log to stderr")
     p.add_argument("-s", dest="socket", metavar="SOCKET", default=DEFAULT_SOCKET,
                    help=f"control socket (default {DEFAULT_SOCKET})")
-    p.add_argument("--attach", choices=("nbd", "none"), default="nbd",
-                   help="nbd: give LUNs to the kernel (default); none: keep sessions only")
+    p.add_argument("--attach", choices=("nbd", "netlink", "none"), default="nbd",
+                   help="nbd: give LUNs to the kernel through the NBD ioctls (default); netlink: through NBD "
+                        "netlink, so that a restarted uiscsid takes over the live devices; none: sessions only")
     p.add_argument("--no-flag", action="store_true", help="do not flag itself no-broadcast-kill")
     p.add_argument("--link-dir", default=LINK_DIR, metavar="DIR", help=f"where the stable links go ({LINK_DIR})")
     p.add_argument("-v", "--verbose", action="store_true", help="log protocol detail")
@@ -303,8 +318,8 @@ def _daemonize() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if opts.attach == "nbd" and os.geteuid() != 0:
-        sys.stderr.write("uiscsid: --attach nbd needs root (it opens /dev/nbdN); use --attach none\n")
+    if opts.attach != "none" and os.geteuid() != 0:
+        sys.stderr.write(f"uiscsid: --attach {opts.attach} needs root (NBD setup); use --attach none\n")
         return 1
     ready_fd = None if opts.foreground else _daemonize()
     level = logging.DEBUG if opts.verbose else logging.INFO

@@ -23,6 +23,7 @@ from .blockdev import IscsiLun
 from .config import TargetConf
 from .errors import ISCSIError
 from .nbd import NbdDevice, NbdError
+from .nbd_netlink import KeptDevice
 from .transport import SessionConfig, open_session
 
 log = logging.getLogger("uiscsid.target")
@@ -55,7 +56,7 @@ class TargetRuntime:
 
     def __init__(self, conf: TargetConf, attach: str, link_dir: str) -> None:
         self.conf = conf
-        self.attach = attach            # "nbd" or "none"
+        self.attach = attach            # "nbd" (ioctl), "netlink" (devices outlive us) or "none"
         self.link_dir = link_dir
         self.state = "init"
         self.error: str | None = None
@@ -168,13 +169,20 @@ class TargetRuntime:
                     lr.backend = await IscsiLun.open(session, lun)
                 else:
                     lr.backend.session = session            # a new login: the device stays attached
-                if self.attach == "nbd" and (lr.device is None or not lr.device.connected):
-                    lr.device = await NbdDevice.attach(lr.backend)
+                if self.attach != "none" and (lr.device is None or not lr.device.connected):
+                    lr.device = await self._attach_device(lun, lr.backend)
                     lr.link = self._make_link(lun, lr.device.path)
                 lr.error = None
             except (ISCSIError, NbdError, OSError) as e:
                 lr.error = str(e)
                 log.error("target %s LUN %d: %s", self.name, lun, e)
+
+    async def _attach_device(self, lun: int, backend: IscsiLun) -> NbdDevice:
+        if self.attach == "nbd":
+            return await NbdDevice.attach(backend)
+        # netlink: a device left by an earlier uiscsid for this LUN is taken over, not duplicated
+        return await KeptDevice.attach_kept(backend, f"{self.conf.target_name}-lun{lun}",
+                                            dead_conn_timeout=max(1, int(self.conf.replacement_timeout)))
 
     async def _watch(self, session) -> None:
         while True:
@@ -225,6 +233,11 @@ class TargetRuntime:
             what = "; ".join(f"{dev} {', '.join(u)}" for dev, u in busy.items())
             raise NbdError(f"target {self.name}: {what}: unmount first, or detach --force")
         if busy and keep_busy and not force:
+            for lr in self.luns.values():       # detach what is not in use; keep the session for the rest
+                if lr.device is not None and lr.device.connected and lr.device.path not in busy:
+                    with contextlib.suppress(NbdError, TimeoutError):
+                        await lr.device.disconnect(timeout=timeout / 2)
+                    self._unlink(lr)
             return [f"{dev} kept: {', '.join(u)}" for dev, u in busy.items()]
         if self.task is not None:
             self.task.cancel()
@@ -241,16 +254,25 @@ class TargetRuntime:
                     await lr.device.disconnect(force=force, timeout=timeout / 2)
                 except (NbdError, TimeoutError) as e:
                     problems.append(f"{lr.device.path}: {e}")
-            if lr.link is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(lr.link)
-                lr.link = None
+            self._unlink(lr)
         if self.session is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.session.close(), timeout / 2)
             self.session = None
         self._set("detached")
         return problems
+
+    def _unlink(self, lr: LunRuntime) -> None:
+        if lr.link is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lr.link)
+            lr.link = None
+
+    async def park(self) -> None:
+        """At exit in netlink mode: stop serving the devices still attached; the kernel keeps them."""
+        for lr in self.luns.values():
+            if isinstance(lr.device, KeptDevice) and lr.device.connected:
+                await lr.device.park()
 
     # ------------------------------------------------------------------------------------ reports
     def summary(self) -> dict:

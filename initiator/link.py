@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from asyncio import selector_events
 from typing import TYPE_CHECKING
 
 from . import pdu
@@ -23,7 +25,7 @@ if TYPE_CHECKING:  # the session owns its links; only the type checker needs thi
     from .transport import Session
 
 log = logging.getLogger("initiator.transport")
-SMALL = 16384  # segments below this are coalesced into one write
+IOV_MAX = 1024  # buffers per writev (Linux UIO_MAXIOV)
 
 
 class Link(asyncio.BufferedProtocol):
@@ -33,6 +35,7 @@ class Link(asyncio.BufferedProtocol):
         self.session = session
         self.state = Connection(cid)
         self.transport: asyncio.Transport | None = None
+        self.fd = -1
         self.framer = Framer(self._login_pdu, lambda b, n: None, pdu.LOGIN_MAX_DATA)
         self.login_q: asyncio.Queue = asyncio.Queue()
         self.closed = asyncio.get_running_loop().create_future()
@@ -47,6 +50,13 @@ class Link(asyncio.BufferedProtocol):
     # asyncio protocol --------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        # asyncio's selector transport joins writelines() and copies a partial write; with its socket's
+        # fd we write PDU segments with writev ourselves (see _write). uvloop's writelines is vectored.
+        self.fd = -1
+        if isinstance(transport, selector_events._SelectorSocketTransport):
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.fd = sock.fileno()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.framer.get_buffer(sizehint)
@@ -62,6 +72,7 @@ class Link(asyncio.BufferedProtocol):
             self.session._flush()
 
     def connection_lost(self, exc) -> None:
+        self.fd = -1  # the transport closes the socket: its number may be reused
         if self.error is None:
             self.error = ConnectionLost(f"connection {self.state.cid} to the target closed"
                                         + (f": {exc}" if exc else ""))
@@ -126,18 +137,42 @@ class Link(asyncio.BufferedProtocol):
             self._write(bufs)
 
     def _write(self, bufs: list) -> None:
-        w = self.transport.write
-        small: list = []
+        """Scatter-gather: on asyncio's selector loop, ``os.writev`` straight from the PDU segments (BHS,
+        caller's data slices, padding) while the transport has nothing queued, so nothing is joined or
+        copied in user space; a remainder the socket did not take goes to the transport (which copies it).
+        On other loops (uvloop) ``writelines`` does the scatter-gather write itself."""
+        t = self.transport
+        fd = self.fd
+        if fd < 0 or t.is_closing():
+            t.writelines(bufs)
+            return
+        if not t.get_write_buffer_size():
+            i, n = 0, len(bufs)
+            while i < n:
+                chunk = bufs[i:i + IOV_MAX]
+                try:
+                    sent = os.writev(fd, chunk)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break  # the transport's own write below meets the same error and reports it
+                for b in chunk:
+                    size = len(b)
+                    if sent < size:
+                        if sent:
+                            bufs[i] = memoryview(b)[sent:]
+                        break
+                    sent -= size
+                    i += 1
+                else:
+                    continue
+                break
+            if i == n:
+                return
+            bufs = bufs[i:]
+        w = t.write
         for b in bufs:
-            if len(b) < SMALL:
-                small.append(b)
-            else:
-                if small:
-                    w(b"".join(small))
-                    small = []
-                w(b)
-        if small:
-            w(b"".join(small) if len(small) > 1 else small[0])
+            w(b)
 
     async def login(self, params: LoginParams, deadline: float) -> LoginMachine:
         m = LoginMachine(params)

@@ -244,12 +244,15 @@ class NbdDevice:
             pass
         except NbdError as e:
             log.error("%s: %s; dropping the device", self.path, e)
-        finally:
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=30)
-            if self._writer is not None:
-                self._writer.close()
-            self._served_out()
+        except asyncio.CancelledError:      # we are exiting: stop serving, leave the device to the kernel
+            for task in self._tasks:
+                task.cancel()
+            writer.close()
+            raise
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+        writer.close()
+        self._served_out()
 
     def _served_out(self) -> None:
         """Our socket is finished (DISC or EOF). The ioctl bridge learns the rest from its DO_IT thread."""

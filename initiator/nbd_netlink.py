@@ -163,11 +163,12 @@ def connect(sock_fd: int, size: int, block_size: int, server_flags: int, identif
     return struct.unpack("=I", answer[ATTR_INDEX][:4])[0]
 
 
-def reconfigure(index: int, sock_fd: int) -> None:
-    """Give /dev/nbdN (whose server went away) a new socket."""
+def reconfigure(index: int, sock_fd: int, identifier: str) -> None:
+    """Give /dev/nbdN (whose server went away) a new socket; the kernel checks the identifier matches."""
     with Genl() as g:
         g.call(g.family("nbd"), CMD_RECONFIGURE,
-               u32(ATTR_INDEX, index) + nested(ATTR_SOCKETS, nested(SOCK_ITEM, u32(SOCK_FD, sock_fd))))
+               u32(ATTR_INDEX, index) + attr(ATTR_BACKEND_IDENTIFIER, identifier.encode() + b"\0")
+               + nested(ATTR_SOCKETS, nested(SOCK_ITEM, u32(SOCK_FD, sock_fd))))
 
 
 def disconnect(index: int) -> None:
@@ -195,7 +196,7 @@ class KeptDevice(NbdDevice):
         kernel_end, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             if existing is not None:
-                await loop.run_in_executor(None, reconfigure, existing, kernel_end.fileno())
+                await loop.run_in_executor(None, reconfigure, existing, kernel_end.fileno(), identifier)
                 index = existing
             else:
                 index = await loop.run_in_executor(
@@ -233,7 +234,8 @@ class KeptDevice(NbdDevice):
         """The kernel shut our socket (a request timed out): give it a new one; requeued I/O follows."""
         kernel_end, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, reconfigure, self.index, kernel_end.fileno())
+            await asyncio.get_running_loop().run_in_executor(None, reconfigure, self.index, kernel_end.fileno(),
+                                                             self.identifier)
         except NetlinkError as e:
             ours.close()
             log.error("%s: lost its socket and cannot get a new one: %s", self.path, e)
@@ -244,6 +246,16 @@ class KeptDevice(NbdDevice):
             kernel_end.close()
         log.warning("%s: the kernel dropped our socket; serving on a new one", self.path)
         await self._serve_socket(ours)
+
+    async def park(self) -> None:
+        """Stop serving without a disconnect: the kernel holds the device for the next uiscsid."""
+        self._closing = True
+        if self._serve_task is not None:
+            self._serve_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve_task
+        if self._ours is not None:
+            self._ours.close()
 
     async def disconnect(self, force: bool = False, timeout: float = 5.0) -> None:
         if self._done.done():

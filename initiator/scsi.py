@@ -241,8 +241,8 @@ async def read_capacity(session: SessionLike, lun: int, timeout: float | None = 
     try:
         res = await run(session, lun, cdb.read_capacity16(), "READ CAPACITY(16)", read_len=32, timeout=timeout)
         return parse_read_capacity16(res.data)
-    except SCSIError as e:
-        if e.key != ILLEGAL_REQUEST:
+    except SCSIError as e:  # fall back only when the 16-byte command itself was refused
+        if e.key != ILLEGAL_REQUEST or e.sense is None or e.sense.asc not in (0x20, 0x24):
             raise
     res = await run(session, lun, cdb.read_capacity10(), "READ CAPACITY(10)", read_len=8, timeout=timeout)
     return parse_read_capacity10(res.data)

@@ -55,7 +55,7 @@ _CMD = struct.Struct(">BBHIQIIII16s")           # SCSI Command: EDTL, CmdSN, Exp
 _DOUT = struct.Struct(">BBHIQIIIIIIII")         # Data-Out: TTT, rsvd, ExpStatSN, rsvd, DataSN, offset, rsvd
 _DIN = struct.Struct(">BBBBIQIIIIIIII")         # Data-In / SCSI Response / R2T share this shape
 _ITT = struct.Struct(">I")
-PACK_BELOW = 16384  # Data-Out PDUs smaller than this are packed into one buffer per sequence
+_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 class Task:
@@ -223,29 +223,29 @@ class SessionCore:
                 bufs.append(pad)
 
     def _data_outs(self, conn: Connection, t: Task, ttt: int, start: int, end: int, bufs: list) -> None:
+        """Frame bytes start..end of the write as Data-Out PDUs of at most MaxXmitDataSegmentLength.
+
+        Segments stay separate (BHS, a slice of the caller's buffer, padding): the link writes them with
+        one writev, so even tgt's 8 KiB PDUs cost no join and no user-space copy of the data."""
         mx, sn, off, data = conn.max_xmit_dsl, 0, start, t.data_out
-        if mx < PACK_BELOW and not (conn.header_digest or conn.data_digest):
-            # Small PDUs (tgt's default MaxRecvDataSegmentLength is 8 KiB): join the whole sequence into one
-            # buffer here, cheaper than framing hundreds of tiny segments one by one for the socket.
-            expstatsn, lun, itt, pack = conn.expstatsn, t.lun, t.itt, _DOUT.pack
-            parts: list = []
-            append = parts.append
+        expstatsn, lun, itt, pack = conn.expstatsn, t.lun, t.itt, _DOUT.pack
+        if conn.header_digest or conn.data_digest:
             while off < end:
                 n = min(mx, end - off)
-                append(pack(Op.DATA_OUT, 0x80 if off + n == end else 0, 0, n, lun, itt, ttt, 0, expstatsn, 0,
-                            sn, off, 0))
-                append(data[off:off + n])
-                if n & 3:
-                    append(b"\0" * (-n & 3))
+                head = pack(Op.DATA_OUT, 0x80 if off + n == end else 0, 0, n, lun, itt, ttt, 0, expstatsn, 0,
+                            sn, off, 0)
+                self._frame(conn, head, data[off:off + n], bufs)
                 off += n
                 sn += 1
-            bufs.append(b"".join(parts))
             return
+        append = bufs.append
         while off < end:
             n = min(mx, end - off)
-            head = _DOUT.pack(Op.DATA_OUT, 0x80 if off + n == end else 0, 0, n, t.lun, t.itt, ttt, 0,
-                              conn.expstatsn, 0, sn, off, 0)
-            self._frame(conn, head, data[off:off + n], bufs)
+            append(pack(Op.DATA_OUT, 0x80 if off + n == end else 0, 0, n, lun, itt, ttt, 0, expstatsn, 0, sn, off,
+                        0))
+            append(data[off:off + n])
+            if n & 3:
+                append(_PAD[-n & 3])
             off += n
             sn += 1
 

@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from . import scsi
 from .errors import CommandTimeout, ISCSIError
@@ -98,13 +98,14 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> int:
-    """Print ``document`` as JSON with --json, else ``text``; return exit status 0."""
+def emit(args: argparse.Namespace, document: dict[str, Any], text: str, stream: TextIO | None = None) -> int:
+    """Print ``document`` as JSON with --json, else ``text`` (to stdout unless told); return exit status 0."""
+    out = stream or sys.stdout
     if args.json:
-        sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+        out.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
+        out.write(text if text.endswith("\n") else text + "\n")
+    out.flush()
     return 0
 
 

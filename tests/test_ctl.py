@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import socket
 
 import pytest
@@ -173,3 +174,30 @@ def test_cp_draws_a_progress_bar_when_stderr_is_a_terminal(tmp_path):
         os.close(master)
     assert r.returncode == 0 and r.stdout.startswith(b"copied 3145728 bytes")
     assert b"cp [" in drawn and b"100%" in drawn and b"3.0 MiB/3.0 MiB" in drawn
+
+
+def test_cp_reads_stdin_when_it_is_a_file_and_refuses_a_pipe(tmp_path):
+    import subprocess
+    import sys
+
+    src, dst = tmp_path / "a.img", tmp_path / "b.img"
+    src.write_bytes(bytes(range(256)) * 300)
+    cmd = [sys.executable, "-m", "initiator.ctl", "cp", "-", str(dst)]
+    with open(src, "rb") as stdin:
+        r = subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=60, check=False)
+    assert r.returncode == 0 and dst.read_bytes() == src.read_bytes()
+    r = subprocess.run(cmd, input=b"x" * 100, capture_output=True, timeout=60, check=False)
+    assert r.returncode == 1
+    assert r.stderr == b"uiscsictl: <stdin> is a pipe: cp needs a source whose size is known (a file, a device or a URL)\n"
+
+
+def test_cp_to_stdout_streams_in_order_and_reports_on_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.img"
+    src.write_bytes(os.urandom((3 << 20) + 17))
+    r = subprocess.run([sys.executable, "-m", "initiator.ctl", "cp", "--chunk-size", "64k", "--queue-depth", "8",
+                        str(src), "-"], capture_output=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout == src.read_bytes()
+    assert r.stderr.startswith(b"copied 3145745 bytes")

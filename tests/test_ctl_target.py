@@ -153,6 +153,16 @@ def test_cp_survives_connection_resets_and_the_data_is_intact(tgtd, tmp_path):
     assert sha256(t.backing[0], 24 << 20) == sha256(src)
 
 
+def test_cp_lun_to_stdout_streams_the_whole_lun(tgtd):
+    t = tgtd(size_mb=8)
+    with open(t.backing[0], "r+b") as f:
+        f.write(os.urandom(8 << 20))
+    r = subprocess.run([sys.executable, "-m", "initiator.ctl", "cp", t.url(1), "-"], capture_output=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).hexdigest() == sha256(t.backing[0])
+
+
 def test_cp_lun_to_lun(tgtd):
     a, b = tgtd(size_mb=8), tgtd(size_mb=8)
     with open(a.backing[0], "r+b") as f:
@@ -188,6 +198,15 @@ def test_perf_json_reports_sane_numbers(tgtd, extra):
     assert doc["iops"] > 0 and doc["ios"] > 0 and doc["connections"] == 1
     assert doc["queue_depth"] == 4 and doc["block_size"] == 65536 and 0.4 < doc["seconds"] < 5
     assert abs(doc["mb_per_s"] - doc["iops"] * 65536 / 2**20) < 1
+
+
+def test_perf_text_output_is_one_readable_line(tgtd):
+    t = tgtd(size_mb=8)
+    r = uiscsictl("perf", t.url(1), "--block-size", "4k", "--queue-depth", "2", "--seconds", "0.3", "--random")
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert "\n" not in line and line.startswith("random reads of 4.0 KiB, QD 2, 1 connection(s): ")
+    assert line.endswith(" s") and " IOPS, " in line and " MB/s over " in line
 
 
 def test_perf_with_two_connections_uses_mcs(tgtd):
@@ -343,3 +362,9 @@ def test_tools_also_run_on_uvloop_when_asked(tgtd, tmp_path):
     ok_json("cp", str(src), t.url(1), env=env)
     assert sha256(t.backing[0]) == sha256(src)
     assert ok_json("perf", t.url(1), "--block-size", "4k", "--seconds", "0.3", env=env)["ios"] > 0
+
+
+def test_a_lun_that_does_not_exist_is_named_in_the_error(tgtd):
+    t = tgtd(size_mb=4)
+    err = one_line_error(uiscsictl("capacity", t.url(7)))
+    assert err == "uiscsictl: READ CAPACITY(16): CHECK CONDITION, ILLEGAL REQUEST: logical unit not supported\n"

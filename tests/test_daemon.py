@@ -138,7 +138,7 @@ def test_failed_target_is_named_and_reload_exits_1_but_others_come_up(daemon, wo
     conf = write_conf(workdir, block("disk", t), dead)
     rc, _, err = daemon.ctl(capsys, "reload", "-f", conf, "--wait", "15")
     assert rc == 1
-    assert "uiscsictl: target dead: failed: cannot connect to 127.0.0.1:1" in err
+    assert "uiscsictl: target dead: failed: " in err
     assert daemon.target("disk")["state"] == "logged-in"
 
 

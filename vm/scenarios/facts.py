@@ -12,6 +12,7 @@ from typing import TextIO
 from vm.harness import BootFiles, GuestResult, PowerCut, run_guest
 from vm.scenarios import guest
 from vm.scenarios.lun import recorded_hash
+from vm.targets import Tgt
 
 Say = Callable[[str], None]
 _IO_ERROR = re.compile(r"I/O error", re.IGNORECASE)
@@ -32,6 +33,18 @@ class Runner:
         results.mkdir(parents=True)
         return run_guest(list(command), rc_dir=rc_dir, net=True, results_dir=results, timeout=self.timeout,
                          env=env, power_cut=power_cut, stream=self.stream, boot_files=self.boot_files)
+
+
+def start_target(workdir: Path, lun_file: Path, port: int | None = None, attempts: int = 3) -> Tgt:
+    """A tgtd serving LUN_FILE as LUN 1 of the proof's IQN; a failed launch (a control number tgtd
+    refuses or another run grabbed) is retried a few times before it is an error."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return Tgt.start(workdir=workdir, backing=[lun_file], iqn=guest.TARGET_IQN, port=port)
+        except RuntimeError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def read(results: Path, name: str, default: str = "") -> str:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from vm.harness import PowerCut
 from vm.scenarios import guest, lun
-from vm.scenarios.facts import BootFacts, Runner, facts, read, relative
-from vm.targets import Tgt
+from vm.scenarios.facts import BootFacts, Runner, facts, read, relative, start_target
 
 CYCLE = [f"{guest.GUEST_RC_DIR}/cycle.sh"]
 CUT_MARKER = "cut now"
@@ -131,7 +130,7 @@ def reboot_test(lun_file: Path, cycles: int, shim: bool, workdir: Path, runner: 
         say("the LUN is not clean (a previous --no-shim run or power cut?): cycle 1 will repair it and is "
             "not counted")
     report: list[Cycle] = []
-    with Tgt.start(workdir=workdir, backing=[lun_file], iqn=guest.TARGET_IQN) as tgt:
+    with start_target(workdir, lun_file) as tgt:
         say(f"tgtd serves it as {tgt.iqn} on 127.0.0.1:{tgt.port} (10.0.2.2:{tgt.port} in the guest)")
         plan = guest.GuestPlan(port=tgt.port, shim=shim, payload_mb=payload_mb)
         rc_dir = guest.render_dir(plan, workdir / "rc")
@@ -181,7 +180,7 @@ def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: in
     workdir.mkdir(parents=True, exist_ok=True)
     say = runner.say
     created = lun.ensure(lun_file, payload_mb=payload_mb)
-    with Tgt.start(workdir=workdir, backing=[lun_file], iqn=guest.TARGET_IQN) as tgt:
+    with start_target(workdir, lun_file) as tgt:
         rc_dir = guest.render_dir(guest.GuestPlan(port=tgt.port, payload_mb=payload_mb), workdir / "rc")
         say("boot 1: write and sync a payload, keep writing churn, then pull the plug")
         r1 = runner.boot(rc_dir, workdir / "cut", CYCLE, env={"PROOF_CUT": "1"},

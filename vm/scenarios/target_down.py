@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Self
 
 from vm.scenarios import guest, lun
-from vm.scenarios.facts import Runner, facts, read
+from vm.scenarios.facts import Runner, facts, read, start_target
 from vm.targets import Tgt, free_port
 
 LATE = [f"{guest.GUEST_RC_DIR}/late.sh"]
@@ -37,8 +37,7 @@ class _LateTarget:
             if self.stop_event.wait(0.2) or time.monotonic() > self.deadline:
                 return
         try:
-            self.tgt = Tgt.start(workdir=self.workdir, backing=[self.lun_file], iqn=guest.TARGET_IQN,
-                                 port=self.port)
+            self.tgt = start_target(self.workdir, self.lun_file, port=self.port)
             self.started_at = time.monotonic()
         except (RuntimeError, OSError, TimeoutError) as exc:
             self.error = str(exc)
