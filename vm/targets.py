@@ -33,7 +33,7 @@ def claim_control_number() -> tuple[int, int]:
     """
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     for _ in range(1000):
-        n = random.randint(1000, 60000)
+        n = random.randint(1000, 32767)  # tgtd refuses -C above 32767
         fd = os.open(LOCK_DIR / f"{n}.lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
