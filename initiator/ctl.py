@@ -34,9 +34,10 @@ Talk to iSCSI targets directly (one-shot tools) or to the uiscsid daemon.
 
 One-shot tools log in, do their work and log out: discover, inquiry, capacity, luns, cp, perf.
 Targets are named by libiscsi-style URLs, iscsi://[user[%secret]@]host[:port]/IQN/LUN, so the same
-URL works with qemu-img and libiscsi's tools. Put CHAP secrets in LIBISCSI_CHAP_USERNAME,
-LIBISCSI_CHAP_PASSWORD (and ..._TARGET_USERNAME/_TARGET_PASSWORD for mutual CHAP) to keep them off
-the process list."""
+URL works with qemu-img and libiscsi's tools. URL arguments: ?header_digest=crc32c|none,
+data_digest=crc32c|none, target_user=..&target_password=.. (mutual CHAP), max_connections=N (MC/S).
+Put CHAP secrets in LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD (and ..._TARGET_USERNAME/
+_TARGET_PASSWORD for mutual CHAP) to keep them off the process list."""
 
 EPILOG = """\
 examples:

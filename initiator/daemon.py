@@ -42,8 +42,12 @@ EPILOG = """\
 examples:
   uiscsid                        # detach, flag itself, serve /run/uiscsid.sock; then: uiscsictl reload
   uiscsid -d -s /tmp/u.sock --attach none --no-flag     # foreground, sessions only (tests, no root)
+  uiscsid --attach netlink       # devices survive a restart: the next uiscsid takes them over
 
-needs root for: opening /dev/nbdN (--attach nbd), creating /dev/disk/by-iscsi links, the control socket
+SIGTERM: flush, detach unmounted devices, log out, exit within 5 s. Mounted devices are kept: served until
+unmounted (nbd; SIGTERM again or SIGINT forces), or left to the kernel for the next uiscsid (netlink).
+
+needs root for: the NBD ioctls/netlink (CAP_SYS_ADMIN), creating /dev/disk/by-iscsi links, the control socket
 in /run, and the no-broadcast-kill flag. With --attach none --no-flag -s PATH it runs unprivileged.
 exit status: 0 after a clean shutdown, 1 on a start-up error."""
 

@@ -7,6 +7,7 @@ in its own thread **with every signal blocked**: a signal landing in that thread
 say) interrupts the ioctl and the kernel tears the device down (../shared/VM-NOTES.md).
 
 The request/reply codec at the top is pure. Linux only; attaching needs root (opening /dev/nbdN).
+nbd_netlink.KeptDevice is the same server attached over NBD netlink instead: it survives a restart.
 """
 
 from __future__ import annotations

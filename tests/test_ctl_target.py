@@ -96,6 +96,14 @@ def test_istgt_lun0_capacity_and_inquiry(istgt):
     assert ok_json("inquiry", t.url(0))["device_type_name"] == "disk"
 
 
+def test_istgt_demanding_header_digests_is_refused_clearly_and_works_when_offered(istgt):
+    t = istgt(size_mb=4, digest="Header")
+    start = time.monotonic()
+    err = one_line_error(uiscsictl("capacity", "--timeout", "5", t.url(0)))
+    assert "HeaderDigest" in err and time.monotonic() - start < 5 + 5
+    assert ok_json("capacity", t.url(0) + "?header_digest=crc32c")["blocks"] == 8192
+
+
 # --------------------------------------------------------------------------------------------------- cp
 
 

@@ -31,8 +31,9 @@ def seeded(tmp_path_factory) -> Path:
 def test_a_new_lun_is_formatted_seeded_and_clean_from_the_host(seeded):
     check = lun.check(seeded)
     assert check.clean and check.e2fsck_exit == 0 and not check.needs_recovery
-    data = subprocess.run(["debugfs", "-R", "cat /payload.bin", str(seeded)], capture_output=True,
-                          check=True).stdout
+    data = subprocess.run(
+        ["debugfs", "-R", "cat /payload.bin", str(seeded)], capture_output=True, check=True
+    ).stdout
     assert len(data) == 2 << 20
     assert check.payload_ok is True and check.payload_sha256 == hashlib.sha256(data).hexdigest()
 
@@ -59,7 +60,9 @@ def test_payload_is_not_ok_when_it_is_not_the_one_the_writer_reported(seeded):
 def test_needs_recovery_on_the_lun_makes_it_not_clean(tmp_path):
     path = tmp_path / "dirty.img"
     lun.ensure(path, size_mb=32, payload_mb=1)
-    subprocess.run(["debugfs", "-w", "-R", "feature needs_recovery", str(path)], capture_output=True, check=True)
+    subprocess.run(
+        ["debugfs", "-w", "-R", "feature needs_recovery", str(path)], capture_output=True, check=True
+    )
     check = lun.check(path)
     assert check.needs_recovery and not check.clean
 
@@ -94,8 +97,9 @@ def test_the_no_shim_guest_runs_the_daemon_unflagged(tmp_path):
 
 def test_guest_scripts_pass_shellcheck():
     scripts = sorted(str(p) for p in guest.SCRIPTS.glob("*.sh"))
-    r = subprocess.run(["shellcheck", "-x", "-P", str(guest.SCRIPTS), *scripts], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        ["shellcheck", "-x", "-P", str(guest.SCRIPTS), *scripts], capture_output=True, text=True, check=False
+    )
     assert r.returncode == 0, r.stdout
 
 
@@ -120,9 +124,20 @@ def test_rc_log_steps_are_parsed_in_order_with_their_exit_codes():
 
 def _facts(rc_log: str, services: str) -> BootFacts:
     steps, markers = guest.parse_rc_log(rc_log)
-    return BootFacts(seconds=1.0, error=None, exit_code=0, steps=steps, markers=markers, fsck_exit=1,
-                     fsck_output=[], journal_replayed=False, mount_exit=0, previous_payload="ok",
-                     wrote_sha256=None, services=guest.service_events(services))
+    return BootFacts(
+        seconds=1.0,
+        error=None,
+        exit_code=0,
+        steps=steps,
+        markers=markers,
+        fsck_exit=1,
+        fsck_output=[],
+        journal_replayed=False,
+        mount_exit=0,
+        previous_payload="ok",
+        wrote_sha256=None,
+        services=guest.service_events(services),
+    )
 
 
 def test_order_holds_when_services_start_after_fsck_and_mount():
@@ -137,23 +152,45 @@ def test_order_fails_when_a_service_starts_before_the_mount_ends():
 
 
 def test_shutdown_kill_lines_name_the_signals_sent_to_a_pid():
-    lines = ["bootkit shutdown-kill: 1.0 SIGTERM to 2 process(es): 180 233",
-             "bootkit shutdown-kill: 1.5 sync",
-             "bootkit shutdown-kill: 2.0 SIGKILL #1 to 1 process(es): 180"]
+    lines = [
+        "bootkit shutdown-kill: 1.0 SIGTERM to 2 process(es): 180 233",
+        "bootkit shutdown-kill: 1.5 sync",
+        "bootkit shutdown-kill: 2.0 SIGKILL #1 to 1 process(es): 180",
+    ]
     assert guest.signalled(lines, 180) == ["SIGTERM", "SIGKILL"]
     assert guest.signalled(lines, 18) == [] and guest.signalled(lines, 233) == ["SIGTERM"]
 
 
 def _host(clean: bool = True, payload_ok: bool | None = True) -> lun.HostCheck:
-    return lun.HostCheck(needs_recovery=not clean, e2fsck_exit=0, e2fsck_tail=[], payload_sha256=None,
-                         recorded_sha256=None, payload_ok=payload_ok)
+    return lun.HostCheck(
+        needs_recovery=not clean,
+        e2fsck_exit=0,
+        e2fsck_tail=[],
+        payload_sha256=None,
+        recorded_sha256=None,
+        payload_ok=payload_ok,
+    )
 
 
 def _cycle(n: int = 1, **kw) -> Cycle:
-    base: dict = {"cycle": n, "seconds": 1.0, "error": None, "fsck_exit": 0, "journal_replayed": False,
-                  "found_clean": True, "mounted": True, "payload_ok": True, "previous_payload": "ok",
-                  "wrote_sha256": None, "dirty_kb": 100, "daemon_signalled": [], "umount_exit": 0,
-                  "umount_io_errors": 0, "daemon_stop_exit": 0, "host_after": _host()}
+    base: dict = {
+        "cycle": n,
+        "seconds": 1.0,
+        "error": None,
+        "fsck_exit": 0,
+        "journal_replayed": False,
+        "found_clean": True,
+        "mounted": True,
+        "payload_ok": True,
+        "previous_payload": "ok",
+        "wrote_sha256": None,
+        "dirty_kb": 100,
+        "daemon_signalled": [],
+        "umount_exit": 0,
+        "umount_io_errors": 0,
+        "daemon_stop_exit": 0,
+        "host_after": _host(),
+    }
     return Cycle(**{**base, **kw})
 
 
@@ -162,7 +199,9 @@ def test_a_clean_run_has_no_failures():
 
 
 def test_a_killed_daemon_and_a_dirty_lun_are_reported_as_failures():
-    c = _cycle(1, daemon_signalled=["SIGTERM", "SIGKILL"], umount_io_errors=12, host_after=_host(False, False))
+    c = _cycle(
+        1, daemon_signalled=["SIGTERM", "SIGKILL"], umount_io_errors=12, host_after=_host(False, False)
+    )
     found = " / ".join(failures([c], _host(False)))
     assert "SIGTERM+SIGKILL" in found and "I/O error" in found and "journal recovery" in found
     assert "final" in found
@@ -185,13 +224,19 @@ def test_cycle_report_is_json_with_the_issue_fields():
 
 @pytest.mark.parametrize("args", [["reboot-test", "--cycles", "0"], ["reboot-test", "--payload-mb", "0"]])
 def test_cli_refuses_bad_numbers_with_exit_2(args):
-    r = subprocess.run([str(VENV_BIN / "bootkit"), "vm", *args], capture_output=True, text=True, timeout=60,
-                       check=False)
+    r = subprocess.run(
+        [str(VENV_BIN / "bootkit"), "vm", *args], capture_output=True, text=True, timeout=60, check=False
+    )
     assert r.returncode == 2 and "must be" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize("action", ["reboot-test", "power-cut-test", "target-down-test"])
 def test_cli_help_teaches_with_examples(action):
-    r = subprocess.run([str(VENV_BIN / "bootkit"), "vm", action, "--help"], capture_output=True, text=True,
-                       timeout=60, check=False)
+    r = subprocess.run(
+        [str(VENV_BIN / "bootkit"), "vm", action, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0 and "examples:" in r.stdout and f"bootkit vm {action}" in r.stdout

@@ -26,16 +26,24 @@ VENV_BIN = Path(sys.executable).parent
 
 def host_view(path: Path) -> dict:
     """The LUN file as e2fsprogs sees it from the host (read-only)."""
-    dump = subprocess.run(["dumpe2fs", "-h", str(path)], capture_output=True, text=True, check=True, timeout=60)
-    fsck = subprocess.run(["e2fsck", "-fn", str(path)], capture_output=True, text=True, timeout=120, check=False)
+    dump = subprocess.run(
+        ["dumpe2fs", "-h", str(path)], capture_output=True, text=True, check=True, timeout=60
+    )
+    fsck = subprocess.run(
+        ["e2fsck", "-fn", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
 
     def cat(name: str) -> bytes:
-        return subprocess.run(["debugfs", "-R", f"cat /{name}", str(path)], capture_output=True, check=True,
-                              timeout=60).stdout
+        return subprocess.run(
+            ["debugfs", "-R", f"cat /{name}", str(path)], capture_output=True, check=True, timeout=60
+        ).stdout
 
-    return {"needs_recovery": "needs_recovery" in dump.stdout, "e2fsck": fsck.returncode,
-            "payload": hashlib.sha256(cat("payload.bin")).hexdigest(),
-            "recorded": cat("payload.sha256").decode().split()[0] if cat("payload.sha256") else None}
+    return {
+        "needs_recovery": "needs_recovery" in dump.stdout,
+        "e2fsck": fsck.returncode,
+        "payload": hashlib.sha256(cat("payload.bin")).hexdigest(),
+        "recorded": cat("payload.sha256").decode().split()[0] if cat("payload.sha256") else None,
+    }
 
 
 def runner(boot_files) -> Runner:
@@ -45,9 +53,24 @@ def runner(boot_files) -> Runner:
 @pytest.mark.timeout(1500)
 def test_reboot_cycles_with_the_shim_come_back_clean_with_the_payload_intact(vm_boot_files, tmp_path):
     lun_file, work = tmp_path / "lun.img", tmp_path / "work"
-    r = subprocess.run([str(VENV_BIN / "bootkit"), "vm", "reboot-test", "--cycles", "2", "--lun-file",
-                        str(lun_file), "--workdir", str(work), "--json"], capture_output=True, text=True,
-                       timeout=1400, check=False)
+    r = subprocess.run(
+        [
+            str(VENV_BIN / "bootkit"),
+            "vm",
+            "reboot-test",
+            "--cycles",
+            "2",
+            "--lun-file",
+            str(lun_file),
+            "--workdir",
+            str(work),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1400,
+        check=False,
+    )
     print(r.stderr)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     rep = json.loads(r.stdout)
@@ -63,13 +86,18 @@ def test_reboot_cycles_with_the_shim_come_back_clean_with_the_payload_intact(vm_
     # cycle 2 verified exactly what cycle 1 wrote (the digest it found on the filesystem)
     assert (work / "cycle2" / "prev.sha256").read_text().split()[0] == rep["cycles"][0]["wrote_sha256"]
     view = host_view(lun_file)
-    assert view == {"needs_recovery": False, "e2fsck": 0, "payload": rep["cycles"][-1]["wrote_sha256"],
-                    "recorded": rep["cycles"][-1]["wrote_sha256"]}
+    assert view == {
+        "needs_recovery": False,
+        "e2fsck": 0,
+        "payload": rep["cycles"][-1]["wrote_sha256"],
+        "recorded": rep["cycles"][-1]["wrote_sha256"],
+    }
 
 
 @pytest.mark.timeout(900)
 def test_without_the_shim_the_shutdown_kill_takes_the_daemon_and_leaves_the_filesystem_dirty(
-        vm_boot_files, tmp_path):
+    vm_boot_files, tmp_path
+):
     lun_file = tmp_path / "lun.img"
     rep = reboot_test(lun_file, 1, False, tmp_path / "work", runner(vm_boot_files))
     print(json.dumps(rep, indent=2))
@@ -84,7 +112,9 @@ def test_without_the_shim_the_shutdown_kill_takes_the_daemon_and_leaves_the_file
 
 
 @pytest.mark.timeout(900)
-def test_after_a_power_cut_fsck_repairs_before_mount_and_no_service_starts_before_both(vm_boot_files, tmp_path):
+def test_after_a_power_cut_fsck_repairs_before_mount_and_no_service_starts_before_both(
+    vm_boot_files, tmp_path
+):
     rep = power_cut_test(tmp_path / "lun.img", tmp_path / "work", runner(vm_boot_files))
     print(json.dumps(rep, indent=2))
     assert rep["checks"] == {k: True for k in rep["checks"]}, rep["checks"]
@@ -100,7 +130,9 @@ def test_after_a_power_cut_fsck_repairs_before_mount_and_no_service_starts_befor
 
 
 @pytest.mark.timeout(900)
-def test_target_down_at_boot_is_bounded_and_the_lun_attaches_and_mounts_when_it_returns(vm_boot_files, tmp_path):
+def test_target_down_at_boot_is_bounded_and_the_lun_attaches_and_mounts_when_it_returns(
+    vm_boot_files, tmp_path
+):
     rep = target_down_test(tmp_path / "lun.img", tmp_path / "work", runner(vm_boot_files), bound=120)
     print(json.dumps(rep, indent=2))
     assert rep["checks"] == {k: True for k in rep["checks"]}, rep["checks"]

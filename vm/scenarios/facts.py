@@ -27,12 +27,30 @@ class Runner:
     say: Say = lambda text: None
     timeout: float = 420.0
 
-    def boot(self, rc_dir: Path, results: Path, command: Sequence[str], *, env: Mapping[str, str] | None = None,
-             power_cut: PowerCut | None = None) -> GuestResult:
+    def boot(
+        self,
+        rc_dir: Path,
+        results: Path,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        power_cut: PowerCut | None = None,
+    ) -> GuestResult:
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
-        return run_guest(list(command), rc_dir=rc_dir, net=True, results_dir=results, timeout=self.timeout,
-                         env=env, power_cut=power_cut, stream=self.stream, boot_files=self.boot_files)
+        r = run_guest(
+            list(command),
+            rc_dir=rc_dir,
+            net=True,
+            results_dir=results,
+            timeout=self.timeout,
+            env=env,
+            power_cut=power_cut,
+            stream=self.stream,
+            boot_files=self.boot_files,
+        )
+        (results / "console.log").write_text(r.console + "\n")
+        return r
 
 
 def start_target(workdir: Path, lun_file: Path, port: int | None = None, attempts: int = 3) -> Tgt:
@@ -100,13 +118,20 @@ def facts(r: GuestResult) -> BootFacts:
     fsck_out = guest.between(console, "step fsck-net begin", "step fsck-net end")
     logs = "\n".join(read(res, f"{n}.log") for n in ("writer", "nodisk", "cycle", "late"))
     return BootFacts(
-        seconds=r.duration, error=r.error, exit_code=r.exit_code, steps=steps, markers=markers,
-        fsck_exit=fsck.rc if fsck else None, fsck_output=fsck_out,
+        seconds=r.duration,
+        error=r.error,
+        exit_code=r.exit_code,
+        steps=steps,
+        markers=markers,
+        fsck_exit=fsck.rc if fsck else None,
+        fsck_output=fsck_out,
         journal_replayed=any("recovering journal" in line for line in fsck_out),
         mount_exit=mount.rc if mount else None,
         previous_payload=read(res, "prev.payload", "unknown"),
         wrote_sha256=recorded_hash(read(res, "new.sha256").encode()),
-        services=sorted(guest.service_events(logs), key=lambda e: e[1]), console=console)
+        services=sorted(guest.service_events(logs), key=lambda e: e[1]),
+        console=console,
+    )
 
 
 def relative(facts_: BootFacts, t: float | None) -> float | None:

@@ -53,36 +53,61 @@ class GuestPlan:
 
 
 def fstab_text(plan: GuestPlan) -> str:
-    return ("# bootkit proof: the iSCSI LUN by its stable link; a network disk (_netdev), not needed to boot\n"
-            f"{plan.link} {MOUNTPOINT} ext4 defaults,_netdev,nofail 0 2\n")
+    return (
+        "# bootkit proof: the iSCSI LUN by its stable link; a network disk (_netdev), not needed to boot\n"
+        f"{plan.link} {MOUNTPOINT} ext4 defaults,_netdev,nofail 0 2\n"
+    )
 
 
 def config_text(plan: GuestPlan) -> str:
-    return (f"# bootkit proof: the host's tgtd, seen from the guest\ninitiatorname {GUEST_IQN}\n"
-            f"target proof {{\n    targetaddr 10.0.2.2 port {plan.port}\n    targetname {plan.iqn}\n"
-            "    lun 1\n}\n")
+    return (
+        f"# bootkit proof: the host's tgtd, seen from the guest\ninitiatorname {GUEST_IQN}\n"
+        f"target proof {{\n    targetaddr 10.0.2.2 port {plan.port}\n    targetname {plan.iqn}\n"
+        "    lun 1\n}\n"
+    )
 
 
 def settings(plan: GuestPlan) -> rc_render.Settings:
     b, rc = plan.venv_bin, GUEST_RC_DIR
     return replace(
         rc_render.Settings(),
-        bootkit=str(b / "bootkit"), uiscsid=str(b / "uiscsid"), uiscsictl=str(b / "uiscsictl"),
-        fstab=f"{rc}/fstab", config=f"{rc}/uiscsi.conf", socket=SOCKET, pidfile=PIDFILE,
-        log=f"{GUEST_RESULTS}/rc.log", daemon_log=f"{GUEST_RESULTS}/uiscsid.log",
-        reload_wait=plan.reload_wait, ctl_timeout=60.0, shim=plan.shim,
+        bootkit=str(b / "bootkit"),
+        uiscsid=str(b / "uiscsid"),
+        uiscsictl=str(b / "uiscsictl"),
+        fstab=f"{rc}/fstab",
+        config=f"{rc}/uiscsi.conf",
+        socket=SOCKET,
+        pidfile=PIDFILE,
+        log=f"{GUEST_RESULTS}/rc.log",
+        daemon_log=f"{GUEST_RESULTS}/uiscsid.log",
+        reload_wait=plan.reload_wait,
+        ctl_timeout=60.0,
+        shim=plan.shim,
         network="ip link set eth0 up",
-        services_start=f"{rc}/services.sh start", services_stop=f"{rc}/services.sh stop",
-        local_fsck=":", local_mount=f"mkdir -p {MOUNTPOINT}", local_umount=":",
-        shutdown_kill_args=SHUTDOWN_KILL_ARGS, poweroff="")
+        services_start=f"{rc}/services.sh start",
+        services_stop=f"{rc}/services.sh stop",
+        local_fsck=":",
+        local_mount=f"mkdir -p {MOUNTPOINT}",
+        local_umount=":",
+        shutdown_kill_args=SHUTDOWN_KILL_ARGS,
+        poweroff="",
+    )
 
 
 def env_text(plan: GuestPlan) -> str:
     s = settings(plan)
-    values = {"PROOF_DATA": MOUNTPOINT, "PROOF_RESULTS": GUEST_RESULTS, "PROOF_RUN": "/run/proof",
-              "PROOF_MB": str(plan.payload_mb), "PROOF_BOOTKIT": s.bootkit, "PROOF_UISCSICTL": s.uiscsictl,
-              "PROOF_SOCK": s.socket, "PROOF_CONFIG": s.config, "PROOF_FSTAB": s.fstab,
-              "PROOF_PIDFILE": s.pidfile}
+    values = {
+        "PROOF_DATA": MOUNTPOINT,
+        "PROOF_RESULTS": GUEST_RESULTS,
+        "PROOF_RUN": "/run/proof",
+        "PROOF_MB": str(plan.payload_mb),
+        "PROOF_BOOTKIT": s.bootkit,
+        "PROOF_UISCSICTL": s.uiscsictl,
+        "PROOF_SOCK": s.socket,
+        "PROOF_CONFIG": s.config,
+        "PROOF_FSTAB": s.fstab,
+        "PROOF_PIDFILE": s.pidfile,
+    }
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 

@@ -76,9 +76,9 @@ class HostCheck:
     needs_recovery: bool
     e2fsck_exit: int
     e2fsck_tail: list[str]
-    payload_sha256: str | None   # sha256 of /payload.bin as debugfs reads it
+    payload_sha256: str | None  # sha256 of /payload.bin as debugfs reads it
     recorded_sha256: str | None  # the digest stored in /payload.sha256
-    payload_ok: bool | None      # None: no payload on the filesystem
+    payload_ok: bool | None  # None: no payload on the filesystem
     expected_sha256: str | None = None  # what the guest's writer last wrote, when known
 
     @property

@@ -13,6 +13,7 @@ exits 0, so a cycle is clean only if the host saw no needs_recovery before the b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,18 +34,18 @@ class Cycle:
     error: str | None
     fsck_exit: int | None
     journal_replayed: bool
-    found_clean: bool          # host: no needs_recovery before the boot; fsck -N -p 0 without replay
+    found_clean: bool  # host: no needs_recovery before the boot; fsck -N -p 0 without replay
     mounted: bool
-    payload_ok: bool           # the previous boot's payload, checked in the guest after fsck and mount
-    previous_payload: str      # ok | bad | none | unknown
+    payload_ok: bool  # the previous boot's payload, checked in the guest after fsck and mount
+    previous_payload: str  # ok | bad | none | unknown
     wrote_sha256: str | None
-    dirty_kb: int | None       # Dirty: in /proc/meminfo just before the shutdown
+    dirty_kb: int | None  # Dirty: in /proc/meminfo just before the shutdown
     daemon_signalled: list[str]  # the shutdown-kill signals that named uiscsid
     umount_exit: int | None
     umount_io_errors: int
     daemon_stop_exit: int | None  # 0: logged out and exited; 3: was not running any more
     host_after: lun.HostCheck
-    inherited: bool = False    # cycle 1 on a LUN a previous run left dirty: not held against this run
+    inherited: bool = False  # cycle 1 on a LUN a previous run left dirty: not held against this run
 
     @property
     def shutdown_clean(self) -> bool:
@@ -72,14 +73,23 @@ def make_cycle(n: int, f: BootFacts, results: Path, before: lun.HostCheck, after
     stop = f.step("uiscsid-stop")
     umount = f.step("umount-net")
     return Cycle(
-        cycle=n, seconds=f.seconds, error=f.error, fsck_exit=f.fsck_exit, journal_replayed=f.journal_replayed,
+        cycle=n,
+        seconds=f.seconds,
+        error=f.error,
+        fsck_exit=f.fsck_exit,
+        journal_replayed=f.journal_replayed,
         found_clean=before.clean and f.fsck_exit == 0 and not f.journal_replayed,
-        mounted=bool(read(results, "mounts")), payload_ok=f.previous_payload == "ok",
-        previous_payload=f.previous_payload, wrote_sha256=f.wrote_sha256,
+        mounted=bool(read(results, "mounts")),
+        payload_ok=f.previous_payload == "ok",
+        previous_payload=f.previous_payload,
+        wrote_sha256=f.wrote_sha256,
         dirty_kb=_dirty_kb(read(results, "meminfo")),
         daemon_signalled=guest.signalled(f.output("shutdown-kill"), int(pid)) if pid.isdigit() else [],
-        umount_exit=umount.rc if umount else None, umount_io_errors=f.io_errors("umount-net"),
-        daemon_stop_exit=stop.rc if stop else None, host_after=after)
+        umount_exit=umount.rc if umount else None,
+        umount_io_errors=f.io_errors("umount-net"),
+        daemon_stop_exit=stop.rc if stop else None,
+        host_after=after,
+    )
 
 
 def failures(cycles: list[Cycle], final: lun.HostCheck) -> list[str]:
@@ -102,21 +112,37 @@ def failures(cycles: list[Cycle], final: lun.HostCheck) -> list[str]:
         if c.umount_io_errors:
             out.append(f"{where}: umount -a -N hit {c.umount_io_errors} I/O error line(s)")
         if c.host_after.needs_recovery:
-            out.append(f"{where}: after shutdown the LUN still needs journal recovery (not cleanly unmounted)")
+            out.append(
+                f"{where}: after shutdown the LUN still needs journal recovery (not cleanly unmounted)"
+            )
         if c.host_after.e2fsck_exit != 0:
             out.append(f"{where}: after shutdown e2fsck -fn exit {c.host_after.e2fsck_exit}")
         if c.host_after.payload_ok is not True:
-            out.append(f"{where}: after shutdown the LUN does not hold the payload just written "
-                       "(read without journal replay)")
+            out.append(
+                f"{where}: after shutdown the LUN does not hold the payload just written "
+                "(read without journal replay)"
+            )
     if not final.clean or final.payload_ok is not True:
-        out.append(f"final: LUN needs_recovery={final.needs_recovery}, e2fsck -fn exit {final.e2fsck_exit}, "
-                   f"payload_ok={final.payload_ok}")
+        out.append(
+            f"final: LUN needs_recovery={final.needs_recovery}, e2fsck -fn exit {final.e2fsck_exit}, "
+            f"payload_ok={final.payload_ok}"
+        )
     return out
 
 
-def reboot_test(lun_file: Path, cycles: int, shim: bool, workdir: Path, runner: Runner,
-                payload_mb: int = 8) -> dict:
-    """Run CYCLES boots against LUN_FILE and return the report (see `bootkit vm reboot-test --help`)."""
+def reboot_test(
+    lun_file: Path,
+    cycles: int,
+    shim: bool,
+    workdir: Path,
+    runner: Runner,
+    payload_mb: int = 8,
+    on_cycle: Callable[[Cycle, BootFacts], None] | None = None,
+) -> dict:
+    """Run CYCLES boots against LUN_FILE and return the report (see `bootkit vm reboot-test --help`).
+
+    ``on_cycle`` sees each cycle as soon as its host check is done (the demo narrates from it).
+    """
     t0 = time.monotonic()
     lun_file = Path(lun_file).resolve()
     workdir = Path(workdir).resolve()
@@ -124,11 +150,15 @@ def reboot_test(lun_file: Path, cycles: int, shim: bool, workdir: Path, runner: 
     say = runner.say
     created = lun.ensure(lun_file, payload_mb=payload_mb)
     initial = lun.check(lun_file)
-    say(f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
-        f"needs_recovery={initial.needs_recovery}, e2fsck -fn exit {initial.e2fsck_exit}")
+    say(
+        f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
+        f"needs_recovery={initial.needs_recovery}, e2fsck -fn exit {initial.e2fsck_exit}"
+    )
     if not initial.clean:
-        say("the LUN is not clean (a previous --no-shim run or power cut?): cycle 1 will repair it and is "
-            "not counted")
+        say(
+            "the LUN is not clean (a previous --no-shim run or power cut?): cycle 1 will repair it and is "
+            "not counted"
+        )
     report: list[Cycle] = []
     with start_target(workdir, lun_file) as tgt:
         say(f"tgtd serves it as {tgt.iqn} on 127.0.0.1:{tgt.port} (10.0.2.2:{tgt.port} in the guest)")
@@ -143,32 +173,55 @@ def reboot_test(lun_file: Path, cycles: int, shim: bool, workdir: Path, runner: 
             c = make_cycle(n, f, results, before, after)
             c.inherited = n == 1 and not initial.clean
             report.append(c)
-            say(f"cycle {n}: {f.seconds:.0f} s, fsck -N -p exit {c.fsck_exit}"
-                f"{' (journal replayed)' if c.journal_replayed else ''}, previous payload {c.previous_payload}, "
+            if on_cycle is not None:
+                on_cycle(c, f)
+            say(
+                f"cycle {n}: {f.seconds:.0f} s, fsck -N -p exit {c.fsck_exit}"
+                f"{' (journal replayed)' if c.journal_replayed else ''}, "
+                f"previous payload {c.previous_payload}, "
                 f"shutdown: uiscsid {'killed' if c.daemon_signalled else 'spared'}, "
-                f"LUN {'clean' if c.shutdown_clean else 'DIRTY'} (needs_recovery={after.needs_recovery})")
+                f"LUN {'clean' if c.shutdown_clean else 'DIRTY'} (needs_recovery={after.needs_recovery})"
+            )
             before = after
             if f.error and f.exit_code is None:
                 break
     final = lun.check(lun_file, expected=report[-1].wrote_sha256 if report else initial.recorded_sha256)
     bad = failures(report, final)
     ok = not bad if shim else bool(bad)
-    return {"test": "reboot", "shim": shim, "lun_file": str(lun_file), "created": created,
-            "initial": initial.as_dict(), "cycles": [c.as_dict() for c in report], "final": final.as_dict(),
-            "expected": "clean" if shim else "failure", "failures": bad, "ok": ok,
-            "seconds": round(time.monotonic() - t0, 1), "workdir": str(workdir)}
+    return {
+        "test": "reboot",
+        "shim": shim,
+        "lun_file": str(lun_file),
+        "created": created,
+        "initial": initial.as_dict(),
+        "cycles": [c.as_dict() for c in report],
+        "final": final.as_dict(),
+        "expected": "clean" if shim else "failure",
+        "failures": bad,
+        "ok": ok,
+        "seconds": round(time.monotonic() - t0, 1),
+        "workdir": str(workdir),
+    }
 
 
 def order_of(f: BootFacts) -> dict:
     """The recovery boot's order, in seconds since "boot begin", and whether it is the required one."""
     fsck, mount, svc = f.step("fsck-net"), f.step("mount-net"), f.step("services")
     starts = {name: f.service_start(name) for name in ("writer", "nodisk")}
-    times = {"fsck_begin": fsck and fsck.begin, "fsck_end": fsck and fsck.end,
-             "mount_begin": mount and mount.begin, "mount_end": mount and mount.end,
-             "services_begin": svc and svc.begin, **{f"{k}_start": v for k, v in starts.items()}}
-    ok = (None not in times.values()
-          and times["fsck_end"] <= times["mount_begin"] and times["mount_end"] <= times["services_begin"]
-          and all(v >= times["mount_end"] for v in starts.values()))
+    times = {
+        "fsck_begin": fsck and fsck.begin,
+        "fsck_end": fsck and fsck.end,
+        "mount_begin": mount and mount.begin,
+        "mount_end": mount and mount.end,
+        "services_begin": svc and svc.begin,
+        **{f"{k}_start": v for k, v in starts.items()},
+    }
+    ok = (
+        None not in times.values()
+        and times["fsck_end"] <= times["mount_begin"]
+        and times["mount_end"] <= times["services_begin"]
+        and all(v >= times["mount_end"] for v in starts.values())
+    )
     return {"ok": ok, **{k: relative(f, v) for k, v in times.items()}}
 
 
@@ -183,12 +236,19 @@ def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: in
     with start_target(workdir, lun_file) as tgt:
         rc_dir = guest.render_dir(guest.GuestPlan(port=tgt.port, payload_mb=payload_mb), workdir / "rc")
         say("boot 1: write and sync a payload, keep writing churn, then pull the plug")
-        r1 = runner.boot(rc_dir, workdir / "cut", CYCLE, env={"PROOF_CUT": "1"},
-                         power_cut=PowerCut(marker=CUT_MARKER, delay=0.5))
+        r1 = runner.boot(
+            rc_dir,
+            workdir / "cut",
+            CYCLE,
+            env={"PROOF_CUT": "1"},
+            power_cut=PowerCut(marker=CUT_MARKER, delay=0.5),
+        )
         f1 = facts(r1)
         cut = lun.check(lun_file)
-        say(f"power cut {'fired' if r1.power_cut else 'DID NOT FIRE'} after {f1.seconds:.0f} s; the LUN "
-            f"{'needs journal recovery' if cut.needs_recovery else 'does not need recovery'}")
+        say(
+            f"power cut {'fired' if r1.power_cut else 'DID NOT FIRE'} after {f1.seconds:.0f} s; the LUN "
+            f"{'needs journal recovery' if cut.needs_recovery else 'does not need recovery'}"
+        )
         say("boot 2: fsck -N -p must repair before mount -a -N, and the services come after both")
         f2 = facts(runner.boot(rc_dir, workdir / "recovery", CYCLE))
     after = lun.check(lun_file, expected=f2.wrote_sha256)
@@ -201,13 +261,34 @@ def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: in
         "synced_payload_survived": f2.previous_payload == "ok",
         "clean_after_next_shutdown": after.clean and after.payload_ok is True,
     }
-    say(f"boot 2: fsck -N -p exit {f2.fsck_exit}{' after replaying the journal' if f2.journal_replayed else ''}"
-        f"; order ok: {order['ok']}; synced payload {f2.previous_payload}")
-    return {"test": "power-cut", "lun_file": str(lun_file), "created": created,
-            "cut": {"fired": r1.power_cut, "seconds": f1.seconds, "synced_sha256": f1.wrote_sha256,
-                    "host": cut.as_dict()},
-            "recovery": {"seconds": f2.seconds, "error": f2.error, "fsck_exit": f2.fsck_exit,
-                         "journal_replayed": f2.journal_replayed, "repaired": repaired,
-                         "fsck_output": f2.fsck_output, "order": order, "previous_payload": f2.previous_payload},
-            "host_after": after.as_dict(), "checks": checks, "ok": all(checks.values()),
-            "seconds": round(time.monotonic() - t0, 1), "workdir": str(workdir)}
+    say(
+        f"boot 2: fsck -N -p exit {f2.fsck_exit}"
+        f"{' after replaying the journal' if f2.journal_replayed else ''}; order ok: {order['ok']}; "
+        f"synced payload {f2.previous_payload}"
+    )
+    return {
+        "test": "power-cut",
+        "lun_file": str(lun_file),
+        "created": created,
+        "cut": {
+            "fired": r1.power_cut,
+            "seconds": f1.seconds,
+            "synced_sha256": f1.wrote_sha256,
+            "host": cut.as_dict(),
+        },
+        "recovery": {
+            "seconds": f2.seconds,
+            "error": f2.error,
+            "fsck_exit": f2.fsck_exit,
+            "journal_replayed": f2.journal_replayed,
+            "repaired": repaired,
+            "fsck_output": f2.fsck_output,
+            "order": order,
+            "previous_payload": f2.previous_payload,
+        },
+        "host_after": after.as_dict(),
+        "checks": checks,
+        "ok": all(checks.values()),
+        "seconds": round(time.monotonic() - t0, 1),
+        "workdir": str(workdir),
+    }

@@ -54,8 +54,9 @@ class _LateTarget:
             self.tgt.stop()
 
 
-def target_down_test(lun_file: Path, workdir: Path, runner: Runner, bound: float = 120.0,
-                     payload_mb: int = 8) -> dict:
+def target_down_test(
+    lun_file: Path, workdir: Path, runner: Runner, bound: float = 120.0, payload_mb: int = 8
+) -> dict:
     """Boot with the target down, then bring it back; see the module docstring. Returns the report."""
     t0 = time.monotonic()
     lun_file = Path(lun_file).resolve()
@@ -68,44 +69,70 @@ def target_down_test(lun_file: Path, workdir: Path, runner: Runner, bound: float
     rc_dir = guest.render_dir(plan, workdir / "rc")
     results = workdir / "boot"
     results.mkdir(parents=True, exist_ok=True)
-    say(f"boot with the target down (nothing listens on 10.0.2.2:{port}); reload waits {plan.reload_wait:g} s")
+    say(
+        f"boot with the target down (nothing listens on 10.0.2.2:{port}); reload waits {plan.reload_wait:g} s"
+    )
     with _LateTarget(results, port, lun_file, workdir, time.monotonic() + runner.timeout) as late:
         r = runner.boot(rc_dir, results, LATE)
     f = facts(r)
     reload = f.step("reload")
     message = [ln for ln in f.output("reload") if ln.strip()]
     boot = {
-        "rc_seconds": f.rc_seconds, "bound": bound,
+        "rc_seconds": f.rc_seconds,
+        "bound": bound,
         "reload_exit": reload.rc if reload else None,
         "reload_seconds": round(reload.end - reload.begin, 3) if reload and reload.end else None,
-        "message": message, "fsck_exit": f.fsck_exit, "mount_exit": f.mount_exit,
+        "message": message,
+        "fsck_exit": f.fsck_exit,
+        "mount_exit": f.mount_exit,
         "mounted": read(results, "boot.mounted") == "mounted",
         "nodisk_service": read(results, "boot.nodisk", "none"),
         "writer_service": read(results, "boot.writer", "none"),
     }
-    after_late = {"target_started": late.started_at is not None, "target_error": late.error,
-                  "reload_exit": _int(read(results, "late.reload")), "fsck_exit": _int(read(results, "late.fsck")),
-                  "mount_exit": _int(read(results, "late.mount")),
-                  "mounted": read(results, "late.mounted") == "mounted", "writer": read(results, "late.writer")}
+    after_late = {
+        "target_started": late.started_at is not None,
+        "target_error": late.error,
+        "reload_exit": _int(read(results, "late.reload")),
+        "fsck_exit": _int(read(results, "late.fsck")),
+        "mount_exit": _int(read(results, "late.mount")),
+        "mounted": read(results, "late.mounted") == "mounted",
+        "writer": read(results, "late.writer"),
+    }
     host = lun.check(lun_file, expected=f.wrote_sha256)
     checks = {
         "boot_finished_within_bound": f.rc_seconds is not None and f.rc_seconds <= bound,
         "clear_message": boot["reload_exit"] not in (0, None) and any("proof" in ln for ln in message),
         "nodisk_service_started": boot["nodisk_service"] == "started",
         "disk_service_refused": boot["writer_service"] == "refused" and not boot["mounted"],
-        "late_attach_and_mount": after_late["reload_exit"] == 0 and after_late["fsck_exit"] == 0
-        and after_late["mount_exit"] == 0 and after_late["mounted"],
+        "late_attach_and_mount": after_late["reload_exit"] == 0
+        and after_late["fsck_exit"] == 0
+        and after_late["mount_exit"] == 0
+        and after_late["mounted"],
         "writer_ran_after_mount": after_late["writer"] == "written",
         "clean_after_shutdown": host.clean and host.payload_ok is True,
     }
-    say(f"boot finished in {f.rc_seconds} s (bound {bound:g} s), reload exit {boot['reload_exit']}: "
-        f"{message[-1] if message else '(no message)'}")
-    say(f"target back: reload {after_late['reload_exit']}, fsck -N -p {after_late['fsck_exit']}, "
-        f"mount -a -N {after_late['mount_exit']}, mounted={after_late['mounted']}")
-    return {"test": "target-down", "lun_file": str(lun_file), "created": created, "seconds_boot": f.seconds,
-            "error": f.error, "boot": boot, "after_target_returns": after_late, "host_after": host.as_dict(),
-            "checks": checks, "ok": all(checks.values()), "seconds": round(time.monotonic() - t0, 1),
-            "workdir": str(workdir)}
+    say(
+        f"boot finished in {f.rc_seconds} s (bound {bound:g} s), reload exit {boot['reload_exit']}: "
+        f"{message[-1] if message else '(no message)'}"
+    )
+    say(
+        f"target back: reload {after_late['reload_exit']}, fsck -N -p {after_late['fsck_exit']}, "
+        f"mount -a -N {after_late['mount_exit']}, mounted={after_late['mounted']}"
+    )
+    return {
+        "test": "target-down",
+        "lun_file": str(lun_file),
+        "created": created,
+        "seconds_boot": f.seconds,
+        "error": f.error,
+        "boot": boot,
+        "after_target_returns": after_late,
+        "host_after": host.as_dict(),
+        "checks": checks,
+        "ok": all(checks.values()),
+        "seconds": round(time.monotonic() - t0, 1),
+        "workdir": str(workdir),
+    }
 
 
 def _int(text: str) -> int | None:

@@ -1,0 +1,168 @@
+"""`make demo`'s proof: the reboot test told as a story, then its negative control, then a results table.
+
+`demo()` boots the guest three times (about 40 s each on an idle 2-core host under TCG): two reboot
+cycles with the shim on a fresh LUN, and one cycle of the control with it off. Each boot is narrated
+from the guest's own timestamped rc step log and service logs, and each shutdown is judged from the host
+by reading the LUN file with e2fsprogs. The scenarios themselves live in vm/scenarios/.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+from vm.harness import GuestError
+from vm.scenarios.facts import BootFacts, Runner
+from vm.scenarios.lun import LunError
+from vm.scenarios.reboot import Cycle, reboot_test
+
+STEPS = {
+    "uiscsid": "start uiscsid",
+    "reload": "uiscsictl reload --wait",
+    "fsck-net": "bootkit fsck -N -p",
+    "mount-net": "bootkit mount -a -N",
+    "services": "start the services (writer, nodisk)",
+    "services-stop": "stop the services",
+    "shutdown-kill": "bootkit shutdown-kill (SIGTERM all, sync, SIGKILL)",
+    "umount-net": "bootkit umount -a -N",
+    "uiscsid-stop": "stop uiscsid: it logs out last",
+}
+SHUTDOWN = ("services-stop", "shutdown-kill", "umount-net", "uiscsid-stop")
+_KERNEL = re.compile(r"^\[\s*\d+\.\d+\] ")
+_NOISE = re.compile(r"^(rc: |bootkit-vm\[|TARGET\s+STATE|(mounted|unmounted|clean)\t)")
+
+
+def _interesting(lines: list[str], limit: int = 2) -> list[str]:
+    """What to quote from a step's console output: its own messages, and kernel errors as one count."""
+    own = [
+        ln.strip() for ln in lines if ln.strip() and not _KERNEL.match(ln) and not _NOISE.match(ln.strip())
+    ]
+    kernel = [ln for ln in lines if _KERNEL.match(ln) and "error" in ln.lower()]
+    out = own[:limit]
+    if kernel:
+        out.append(f"kernel: {len(kernel)} error line(s), e.g. {_KERNEL.sub('', kernel[0]).strip()}")
+    return out
+
+
+def narrate(c: Cycle, f: BootFacts, shim: bool, out: TextIO) -> None:
+    """One cycle as a readable timeline (seconds since the rc began, then since the shutdown began)."""
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    starts = {"boot": f.markers.get("boot begin"), "shutdown": f.markers.get("shutdown begin")}
+    for s in f.steps:
+        if s.name not in STEPS:
+            continue
+        origin = starts["shutdown" if s.name in SHUTDOWN else "boot"] or s.begin
+        if s.name == "services-stop":
+            for svc, t, text in f.services:
+                if svc == "writer" and ("payload" in text or "refusing" in text):
+                    say(f"    {'':>7}    writer service: {text}")
+            say("    -- shutdown (rendered rc.shutdown)")
+        label = STEPS[s.name]
+        if s.name == "uiscsid":
+            label += " under the shim, as '@uiscsid' (flagged)" if shim else " UNFLAGGED (--no-flag)"
+        rc = "?" if s.rc is None else s.rc
+        say(f"    +{s.begin - origin:6.1f} s  {label}: exit {rc}")
+        for line in _interesting(f.output(s.name)):
+            say(f"    {'':>7}      {line[:120]}")
+    h = c.host_after
+    say(
+        f"    host, after power-off: needs_recovery={h.needs_recovery}, e2fsck -fn exit {h.e2fsck_exit}, "
+        f"payload on disk {'= what the writer wrote' if h.payload_ok else 'is NOT what the writer wrote'}"
+    )
+
+
+def _table(runs: list[tuple[str, dict]]) -> list[str]:
+    lines = [f"{'run':<22} {'cycles':>6}  {'clean at boot':>13}  {'payload intact':>14}  LUN after shutdown"]
+    for name, rep in runs:
+        cs = rep["cycles"]
+        clean = sum(c["clean"] for c in cs)
+        payload = sum(c["payload_ok"] for c in cs)
+        dirty = [c for c in cs if not c["shutdown_clean"]]
+        if not dirty:
+            after = "clean every time"
+        else:
+            c = dirty[0]
+            after = (
+                f"DIRTY {len(dirty)}/{len(cs)}: needs journal recovery"
+                + (", uiscsid killed" if c["daemon_signalled"] else "")
+                + (f", {c['umount_io_errors']} I/O error lines at umount" if c["umount_io_errors"] else "")
+            )
+        lines.append(
+            f"{name:<22} {len(cs):>6}  {f'{clean}/{len(cs)}':>13}  {f'{payload}/{len(cs)}':>14}  {after}"
+        )
+    return lines
+
+
+def demo(cycles: int = 2, out: TextIO | None = None, workdir: Path | None = None) -> int:
+    """Run the narrated reboot proof and its control; print the table. Returns 0 when both came out as
+    they must (shim: clean; no shim: the failure shown), 1 when not, 125 when no guest could be run."""
+    out = out or sys.stdout
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    base = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bootkit-proof-demo-", dir="/var/tmp"))
+    runner = Runner(say=lambda text: say(f"  {text}"), timeout=420.0)
+    say("== The proof: an ext4 on a userland-iSCSI LUN survives reboots only if the daemon outlives the kill")
+    say("   The host runs a real tgtd; each boot is a QEMU guest with the rendered busybox rc and")
+    say("   rc.shutdown.")
+    say("   The fstab names the LUN /dev/disk/by-iscsi/<iqn>-lun1 with _netdev; the writer service leaves")
+    say("   8 MiB of fresh payload and more churn unsynced at every shutdown.")
+    runs: list[tuple[str, dict]] = []
+    t0 = time.monotonic()
+    try:
+        for shim, n, name in ((True, cycles, "shim on"), (False, 1, "no shim (control)")):
+            say()
+            say(
+                f"== {name}: {n} cycle(s) on a fresh LUN"
+                + (
+                    ""
+                    if shim
+                    else ": uiscsid runs --no-flag, so shutdown-kill treats it like any other process"
+                )
+            )
+            rep = reboot_test(
+                base / name.split()[0] / "lun.img",
+                n,
+                shim,
+                base / name.split()[0],
+                runner,
+                on_cycle=lambda c, f, shim=shim: narrate(c, f, shim, out),
+            )
+            runs.append((name, rep))
+    except (GuestError, LunError, RuntimeError, OSError) as exc:
+        say(f"demo: the proof could not run: {exc}")
+        return 125
+    say()
+    say("== Results")
+    for line in _table(runs):
+        say("   " + line)
+    shim_ok, control_ok = runs[0][1]["ok"], runs[1][1]["ok"]
+    say()
+    verdict = (
+        "clean every cycle, payload intact" if shim_ok else "NOT CLEAN: " + "; ".join(runs[0][1]["failures"])
+    )
+    say(f"   with the shim: {verdict}")
+    say(
+        "   without it:    "
+        + (
+            "the shutdown kill took the daemon before umount and left the filesystem "
+            "dirty: the shim is what makes the difference"
+            if control_ok
+            else "came out clean, so this run proves nothing"
+        )
+    )
+    say(f"   check it yourself: e2fsck -fn {runs[0][1]['lun_file']}")
+    say(f"   ({time.monotonic() - t0:.0f} s, logs in {base})")
+    return 0 if shim_ok and control_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(demo())
