@@ -240,3 +240,34 @@ def test_cli_help_teaches_with_examples(action):
         check=False,
     )
     assert r.returncode == 0 and "examples:" in r.stdout and f"bootkit vm {action}" in r.stdout
+
+
+def test_demo_quotes_the_journal_error_and_counts_the_io_errors():
+    from vm.proof import _interesting
+
+    lines = [
+        "bootkit umount: unmounting /srv/data",
+        "[   89.05] I/O error, dev nbd0, sector 0 op 0x1:(WRITE) flags 0x800",
+        "[   89.09] JBD2: I/O error when updating journal superblock for nbd0-8.",
+        "[   89.10] EXT4-fs error (device nbd0): ext4_put_super:1305: comm umount: Couldn't clean up the journal",
+        "unmounted\t/srv/data",
+    ]
+    out = _interesting(lines)
+    assert out[0] == "bootkit umount: unmounting /srv/data"
+    assert out[1].startswith("kernel: 2 I/O error line(s); JBD2") and len(out) == 2
+
+
+def test_demo_table_shows_the_control_as_dirty():
+    from vm.proof import _table
+
+    clean = {"cycles": [_cycle(1).as_dict(), _cycle(2).as_dict()]}
+    dirty = {
+        "cycles": [
+            _cycle(
+                1, daemon_signalled=["SIGTERM", "SIGKILL"], umount_io_errors=5, host_after=_host(False)
+            ).as_dict()
+        ]
+    }
+    _head, shim, control = _table([("shim on", clean), ("no shim (control)", dirty)])
+    assert "2/2" in shim and "clean every time" in shim
+    assert "DIRTY 1/1" in control and "uiscsid killed" in control and "5 I/O error" in control

@@ -37,14 +37,17 @@ _NOISE = re.compile(r"^(rc: |bootkit-vm\[|TARGET\s+STATE|(mounted|unmounted|clea
 
 
 def _interesting(lines: list[str], limit: int = 2) -> list[str]:
-    """What to quote from a step's console output: its own messages, and kernel errors as one count."""
+    """What to quote from a step's console output: its own messages, then the kernel's errors as a count
+    and the one that matters most (the journal that could not be cleaned up, when there is one)."""
     own = [
         ln.strip() for ln in lines if ln.strip() and not _KERNEL.match(ln) and not _NOISE.match(ln.strip())
     ]
-    kernel = [ln for ln in lines if _KERNEL.match(ln) and "error" in ln.lower()]
+    kernel = [_KERNEL.sub("", ln).strip() for ln in lines if _KERNEL.match(ln) and "error" in ln.lower()]
     out = own[:limit]
     if kernel:
-        out.append(f"kernel: {len(kernel)} error line(s), e.g. {_KERNEL.sub('', kernel[0]).strip()}")
+        io = sum("I/O error" in ln for ln in kernel)
+        worst = next((ln for ln in kernel if "journal" in ln.lower()), kernel[0])
+        out.append(f"kernel: {io} I/O error line(s); {worst}")
     return out
 
 
@@ -60,16 +63,18 @@ def narrate(c: Cycle, f: BootFacts, shim: bool, out: TextIO) -> None:
             continue
         origin = starts["shutdown" if s.name in SHUTDOWN else "boot"] or s.begin
         if s.name == "services-stop":
-            for svc, t, text in f.services:
+            for svc, _t, text in f.services:
                 if svc == "writer" and ("payload" in text or "refusing" in text):
                     say(f"    {'':>7}    writer service: {text}")
+            if c.dirty_kb is not None:
+                say(f"    {'':>7}    page cache just before the shutdown: {c.dirty_kb} kB dirty")
             say("    -- shutdown (rendered rc.shutdown)")
         label = STEPS[s.name]
         if s.name == "uiscsid":
             label += " under the shim, as '@uiscsid' (flagged)" if shim else " UNFLAGGED (--no-flag)"
         rc = "?" if s.rc is None else s.rc
         say(f"    +{s.begin - origin:6.1f} s  {label}: exit {rc}")
-        for line in _interesting(f.output(s.name)):
+        for line in _interesting(f.output(s.name), limit=4 if s.name == "shutdown-kill" else 2):
             say(f"    {'':>7}      {line[:120]}")
     h = c.host_after
     say(

@@ -4,12 +4,13 @@
 # reload, fsck -N -p, mount -a -N, and start the service that needed the disk.
 . "$(dirname "$0")/common.sh"
 mountpoint -q "$PROOF_DATA" && echo mounted >"$PROOF_RESULTS/boot.mounted" || echo no >"$PROOF_RESULTS/boot.mounted"
-cat "$PROOF_RUN/nodisk.state" >"$PROOF_RESULTS/boot.nodisk" 2>/dev/null || echo none >"$PROOF_RESULTS/boot.nodisk"
+# The services were started in the background: give both (at most 30 s) to say how they started.
 i=0
-until [ -s "$PROOF_RUN/writer.state" ] || [ $i -ge 100 ]; do
+until { [ -s "$PROOF_RUN/writer.state" ] && [ -s "$PROOF_RUN/nodisk.state" ]; } || [ $i -ge 300 ]; do
     sleep 0.1
     i=$((i + 1))
 done
+cat "$PROOF_RUN/nodisk.state" >"$PROOF_RESULTS/boot.nodisk" 2>/dev/null || echo none >"$PROOF_RESULTS/boot.nodisk"
 cat "$PROOF_RUN/writer.state" >"$PROOF_RESULTS/boot.writer" 2>/dev/null || echo none >"$PROOF_RESULTS/boot.writer"
 log late "asking the host to start the target"
 : >"$PROOF_RESULTS/target-up.request"
