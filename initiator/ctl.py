@@ -3,6 +3,8 @@
 This file only builds the parser and runs what a subcommand module chose. Each module in
 `SUBCOMMAND_MODULES` exposes ``register(subparsers)``, which adds its parsers and sets ``func`` (a
 callable taking the parsed namespace and returning an exit code, or a coroutine that returns one).
+Only the module that owns the chosen word is imported (`COMMAND_MODULE`): under a TCG guest at boot every
+module costs seconds, and `uiscsictl reload` needs neither asyncio nor the one-shot tools.
 The global options (-s, --timeout, --json, --debug) are accepted before or after the subcommand word.
 Every error becomes one line ``uiscsictl: message`` and exit status 1; --debug adds the traceback.
 """
@@ -10,7 +12,7 @@ Every error becomes one line ``uiscsictl: message`` and exit status 1; --debug a
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import inspect
 import logging
 import os
@@ -18,7 +20,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from . import ctl_daemon, oneshot
 from .errors import ISCSIError
 from .url import URLError
 
@@ -27,7 +28,13 @@ DEFAULT_SOCKET = "/run/uiscsid.sock"
 DEFAULT_TIMEOUT = 20.0
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-SUBCOMMAND_MODULES = [oneshot, ctl_daemon]
+SUBCOMMAND_MODULES = ["initiator.oneshot", "initiator.ctl_daemon"]
+# word -> the module whose register() adds it; a word missing here loads every module (help, typos)
+COMMAND_MODULE = {
+    **dict.fromkeys(("discover", "inquiry", "capacity", "luns", "cp", "perf"), "initiator.oneshot"),
+    **dict.fromkeys(("reload", "show", "detach", "log", "daemon-discover"), "initiator.ctl_daemon"),
+}
+_OPTIONS_WITH_VALUE = ("-s", "--socket", "--timeout")
 
 DESCRIPTION = """\
 Talk to iSCSI targets directly (one-shot tools) or to the uiscsid daemon.
@@ -93,14 +100,29 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser: global options plus every registered module's subcommands."""
+def command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand word of ``argv``, skipping the global options that come before it."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser: global options plus the subcommands of the module that owns ``argv``'s word
+    (of every module when there is no word, or an unknown one, so help and errors list them all)."""
     parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in SUBCOMMAND_MODULES:
-        module.register(sub)
+    owner = COMMAND_MODULE.get(command_word(argv or ()) or "")
+    for name in [owner] if owner else SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     for p in sub.choices.values():
         _add_global_options(p, suppress=True)
     return parser
@@ -110,7 +132,7 @@ def error_message(exc: BaseException) -> str:
     """One line for a user: our own errors speak for themselves; OS errors get their context."""
     if isinstance(exc, (ISCSIError, URLError)):
         return str(exc) or type(exc).__name__
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is this class since 3.11
         return str(exc) or "timed out"
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
@@ -124,6 +146,8 @@ def run_coroutine(coro):
     uvloop is opt-in: measured here against tgtd it made no difference beyond the run-to-run noise
     (the target, not our loop, is the bottleneck), so the default is the loop every install has.
     """
+    import asyncio  # here, not at the top: the daemon-side commands never need it
+
     if os.environ.get("UISCSI_EVENT_LOOP", "asyncio") == "uvloop":
         try:
             import uvloop
@@ -145,8 +169,9 @@ def _setup_logging(debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``uiscsictl`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -32,8 +30,7 @@ def tgtd(tmp_path_factory):
     started: list[Tgt] = []
 
     def factory(**kw) -> Tgt:
-        kw.setdefault("workdir", Path(tempfile.mkdtemp(prefix="tgt-", dir="/dev/shm")))
-        t = Tgt.start(**kw)
+        t = Tgt.start(**kw)  # makes (and on failure removes) its own /dev/shm workdir
         started.append(t)
         return t
 

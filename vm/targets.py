@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,14 +108,22 @@ class Tgt:
     def start(cls, workdir: Path | None = None, size_mb: int = 64, chap: tuple[str, str] | None = None,
               mutual: tuple[str, str] | None = None, params: dict[str, str] | None = None, luns: int = 1,
               backing: list[Path] | None = None, iqn: str | None = None, port: int | None = None) -> Tgt:
+        own_workdir = workdir is None
         workdir = Path(workdir or tempfile.mkdtemp(prefix="tgt-", dir="/dev/shm"))
-        port = port or free_port()
-        if backing is None:
-            backing = [make_backing(workdir / f"lun{i}.img", size_mb) for i in range(1, luns + 1)]
         control, lock_fd = claim_control_number()
-        t = cls(port=port, control=control, lock_fd=lock_fd, iqn=iqn or f"iqn.2026-11.test.bootkit:tgt{port}",
-                backing=list(backing), workdir=workdir, chap=chap, mutual=mutual, params=dict(params or {}))
-        t._launch()
+        t = cls(port=port or free_port(), control=control, lock_fd=lock_fd, backing=[], workdir=workdir,
+                iqn="", chap=chap, mutual=mutual, params=dict(params or {}))
+        t.iqn = iqn or f"iqn.2026-11.test.bootkit:tgt{t.port}"
+        try:
+            if backing is None:
+                backing = [make_backing(workdir / f"lun{i}.img", size_mb) for i in range(1, luns + 1)]
+            t.backing = list(backing)
+            t._launch()
+        except BaseException:
+            t.stop()
+            if own_workdir:  # a failed start leaves nothing behind in /dev/shm
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return t
 
     def adm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -254,6 +263,7 @@ class Istgt:
               mutual: tuple[str, str] | None = None, mutual_required: bool = False, digest: str = "Auto",
               max_connections: int = 4, immediate_data: bool = True,
               first_burst: int = 65536, max_burst: int = 262144) -> Istgt:
+        own_workdir = workdir is None
         workdir = Path(workdir or tempfile.mkdtemp(prefix="istgt-", dir="/dev/shm"))
         port = free_port()
         backing = make_backing(workdir / "disk0.img", size_mb)
@@ -280,7 +290,9 @@ class Istgt:
             wait_port(t.host, port, timeout=15)
         except TimeoutError:
             t.stop()
-            raise RuntimeError(f"istgt did not start; see {log}") from None
+            if own_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise RuntimeError(f"istgt did not start (port {port})") from None
         return t
 
     def url(self, lun: int = 0, host: str | None = None) -> str:
