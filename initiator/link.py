@@ -2,7 +2,8 @@
 
 `Link` is an `asyncio.BufferedProtocol`: the event loop's ``recv_into`` fills the connection's `Framer`
 buffer, and a large Data-In payload lands straight in the caller's buffer. Sends from one loop iteration
-are corked into one write when other commands are in flight. The owning session (transport.Session)
+are corked into one write when other commands are in flight, and that write is vectored (``os.writev`` of
+the PDU segments on asyncio's loop, ``writelines`` on uvloop): data is never joined in user space. The owning session (transport.Session)
 is told about received PDUs (``_flush``), a lost connection (``_conn_lost``) and writability (``_pump``).
 """
 

@@ -18,7 +18,9 @@ Usage::
     asyncio.run(main())
 
 Each connection is a `link.Link` (an asyncio.BufferedProtocol): a large Data-In payload is received
-straight into the caller's ``read_into`` buffer, and sends hand large data to the transport unjoined.
+straight into the caller's ``read_into`` buffer (we declare a 1 MiB MaxRecvDataSegmentLength, so a 1 MiB read
+is one PDU), and sends are vectored writes of the PDU segments, never joined. Keep-alive and ERL0 recovery
+live in `recovery` (a mixin of `Session`); `eventloop.run()` picks uvloop when it is installed.
 MC/S spreads commands over up to ``max_connections`` connections (bounded by the target's answer). Commands
 queue (never fail) while the CmdSN window is closed or while recovery re-logs in; they fail with SessionFailed only
 once ``replacement_timeout`` has passed without a successful login.

@@ -271,3 +271,28 @@ def test_demo_table_shows_the_control_as_dirty():
     _head, shim, control = _table([("shim on", clean), ("no shim (control)", dirty)])
     assert "2/2" in shim and "clean every time" in shim
     assert "DIRTY 1/1" in control and "uiscsid killed" in control and "5 I/O error" in control
+
+
+def test_reboot_table_gives_the_verdict_of_the_shim_run_and_of_the_control():
+    from vm.scenarios.cli import reboot_table
+
+    base = {"lun_file": "/x/lun.img", "seconds": 100.0, "workdir": "/x", "final": _host().as_dict()}
+    clean = reboot_table(
+        {
+            **base,
+            "shim": True,
+            "ok": True,
+            "failures": [],
+            "cycles": [_cycle(1).as_dict(), _cycle(2).as_dict()],
+        }
+    )
+    assert "CLEAN: every cycle" in clean and clean.count("spared") == 2
+    dirty_cycle = _cycle(1, daemon_signalled=["SIGTERM", "SIGKILL"], host_after=_host(False))
+    control = reboot_table(
+        {**base, "shim": False, "ok": True, "failures": ["cycle 1: ..."], "cycles": [dirty_cycle.as_dict()]}
+    )
+    assert "killed" in control and "DIRTY" in control and "the control FAILED as it must" in control
+    useless = reboot_table(
+        {**base, "shim": False, "ok": False, "failures": [], "cycles": [_cycle(1).as_dict()]}
+    )
+    assert "it proves nothing" in useless

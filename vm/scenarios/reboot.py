@@ -109,8 +109,14 @@ def failures(cycles: list[Cycle], final: lun.HostCheck) -> list[str]:
             out.append(f"{where}: the previous payload was {c.previous_payload}")
         if c.daemon_signalled:
             out.append(f"{where}: shutdown-kill sent uiscsid {'+'.join(c.daemon_signalled)}")
+        if c.umount_exit != 0:
+            out.append(f"{where}: umount -a -N exit {c.umount_exit}")
         if c.umount_io_errors:
             out.append(f"{where}: umount -a -N hit {c.umount_io_errors} I/O error line(s)")
+        if c.daemon_stop_exit != 0:
+            out.append(
+                f"{where}: the last step, stopping uiscsid, exit {c.daemon_stop_exit} (3: it was gone)"
+            )
         if c.host_after.needs_recovery:
             out.append(
                 f"{where}: after shutdown the LUN still needs journal recovery (not cleanly unmounted)"
