@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=1, help="our MC/S connections (default 1)")
     p.add_argument("--read-reference", choices=("iscsi-perf", "qemu-img"), default="iscsi-perf",
                    help="libiscsi tool for the read workloads (default iscsi-perf)")
-    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
-                   help="our event loop (default asyncio; uvloop must be installed)")
+    p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="our event loop (default auto: uvloop when installed, as uiscsictl does)")
     p.add_argument("--only", action="append", metavar="SUBSTRING", help="run only matching workloads")
     p.add_argument("--json", action="store_true", help="print the full result, samples included, as JSON")
     p.add_argument("--png", metavar="FILE", help="also plot the ratios to FILE (needs matplotlib)")

@@ -89,7 +89,7 @@ class PDU:
         raise NotImplementedError
 
     @classmethod
-    def _unpack(cls, b: memoryview, ahs: bytes, data: bytes | memoryview) -> "PDU":
+    def _unpack(cls, b: memoryview, ahs: bytes, data: bytes | memoryview) -> PDU:
         raise NotImplementedError
 
     def bhs(self) -> bytearray:

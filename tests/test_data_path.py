@@ -25,8 +25,8 @@ LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_many_large_writes_in_flight_land_intact_in_the_backing_file(tgtd, loop):
-    t = tgtd(size_mb=48)
-    bs, count = 1 << 20, 32
+    t = tgtd(size_mb=16)
+    bs, count = 1 << 20, 12
     chunks = [os.urandom(bs) for _ in range(count)]
     order = list(range(count))
     order.reverse()  # not in LBA order
@@ -38,7 +38,7 @@ def test_many_large_writes_in_flight_land_intact_in_the_backing_file(tgtd, loop)
             assert s.negotiated.max_xmit_dsl == 8192  # tgt's default: Data-Out goes in 8 KiB PDUs
             assert s.negotiated.max_recv_dsl == 1 << 20  # a 1 MiB read comes back as one Data-In PDU
             for link in s._conns.values():  # a small send buffer: most vectored writes stop part-way
-                link.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+                link.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
             sem = asyncio.Semaphore(16)
 
             async def write(i):
