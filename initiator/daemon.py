@@ -140,6 +140,9 @@ class Daemon:
                     started.append(rt)
                 else:
                     rt.state = "disabled"
+            elif rt.state in ("failed", "logging-in"):
+                rt.kick()  # unchanged but not logged in: try now, and let --wait cover it
+                started.append(rt)
             new[name] = rt
         self.targets = new
         wait = args.get("wait")

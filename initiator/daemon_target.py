@@ -67,6 +67,7 @@ class TargetRuntime:
         self.logins = 0
         self.since = time.time()
         self.settled = asyncio.Event()
+        self.retry_now = asyncio.Event()   # set by kick(): end the current backoff sleep early
         self.task: asyncio.Task | None = None
 
     @property
@@ -75,6 +76,20 @@ class TargetRuntime:
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"target-{self.name}")
+
+    def kick(self) -> None:
+        """Retry a failed login now instead of after the backoff, and let a reload --wait cover the
+        attempt: an admin who reloads after bringing the target back means "try again now"."""
+        self.settled.clear()
+        self.retry_now.set()
+
+    async def _pause(self, backoff: float) -> bool:
+        """Sleep ``backoff`` seconds, or less if kicked; True when kicked (the backoff then restarts)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.retry_now.wait(), backoff)
+        kicked = self.retry_now.is_set()
+        self.retry_now.clear()
+        return kicked
 
     def _set(self, state: str, error: str | None = None) -> None:
         if state != self.state:
@@ -101,8 +116,7 @@ class TargetRuntime:
             except (ISCSIError, OSError) as e:
                 self._set("failed", str(e) or type(e).__name__)
                 self.settled.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                backoff = 1.0 if await self._pause(backoff) else min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 1.0
             self.logins += 1
@@ -120,7 +134,7 @@ class TargetRuntime:
                 self.settled.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.close(), 5)
-            await asyncio.sleep(backoff)
+            await self._pause(backoff)
 
     async def _discover(self, session) -> None:
         """SendTargets, then a normal target (named PARENT/IQN) for each one found, as FreeBSD's iscsictl -A -d."""

@@ -142,6 +142,20 @@ def test_failed_target_is_named_and_reload_exits_1_but_others_come_up(daemon, wo
     assert daemon.target("disk")["state"] == "logged-in"
 
 
+def test_reload_after_the_target_returns_retries_now_and_waits_for_the_login(daemon, workdir, tgtd, capsys):
+    t = tgtd()
+    t.kill()  # down at boot
+    conf = write_conf(workdir, block("disk", t))
+    rc, _, err = daemon.ctl(capsys, "reload", "-f", conf, "--wait", "3")
+    assert rc == 1 and "target disk: failed" in err
+    daemon.wait_for("disk", lambda x: x["state"] == "failed")
+    time.sleep(2.5)  # the retry loop is now in a backoff sleep of several seconds
+    t.restart()
+    rc, _, err = daemon.ctl(capsys, "reload", "-f", conf, "--wait", "20")
+    assert rc == 0, err
+    assert daemon.target("disk")["state"] == "logged-in"
+
+
 def test_no_wait_returns_at_once_and_exits_0(daemon, workdir, tgtd, capsys):
     t = tgtd()
     rc, _, err = daemon.ctl(capsys, "reload", "-f", write_conf(workdir, block("disk", t)), "--no-wait")

@@ -4,6 +4,10 @@
 # PROOF_CUT=1 (power-cut test): sync once the payload is written, then print the cut marker while the
 # churn goes on; the host kills QEMU shortly after it.
 . "$(dirname "$0")/common.sh"
+# No periodic writeback from now on: what the writer leaves unsynced stays dirty in the page cache until
+# the shutdown (otherwise the kernel flushes it within 5-30 s and the shutdown has little left to lose).
+echo 0 >/proc/sys/vm/dirty_writeback_centisecs
+echo 360000 >/proc/sys/vm/dirty_expire_centisecs
 i=0
 until [ -s "$PROOF_RUN/writer.state" ] || [ $i -ge 900 ]; do
     sleep 0.1
