@@ -31,7 +31,9 @@ Contract, guest side:
   host's /tmp and survives ``umount -a``. Order: rc -> command -> rc.shutdown -> sync -> poweroff -f.
   Each runs with no arguments and the same env; a failing rc does not stop the command.
 - ``shares={"/guest/path": host_dir}``: extra writable 9p exports (host dirs under /tmp included).
-  Outside these, the guest's /tmp and /run are fresh tmpfs: the host's /tmp is *not* visible.
+  Outside these, the guest's /tmp and /run are fresh tmpfs: the host's /tmp is *not* visible, except
+  that the project's tree and its venv are bound in at their host paths when they live there (a clone
+  under /tmp still runs its own code in the guest).
 - ``env``: extra variables, applied after the defaults (PATH, HOME=/root, LANG=C.UTF-8,
   PYTHONUNBUFFERED=1, VIRTUAL_ENV); ``cwd`` defaults to the host's cwd ("/" if that is under /tmp).
 - ``modprobe`` works in the guest: the cached kernel's modules are at /lib/modules/$(uname -r);
@@ -155,10 +157,29 @@ def default_venv_bin() -> Path:
     return Path(os.path.dirname(sys.executable))
 
 
+def hidden_binds(venv_bin: Path) -> list[str]:
+    """Host dirs the guest needs that lie under a prefix the guest replaces with a fresh tmpfs (a clone
+    under /tmp, as CI may make): the project's own tree and the venv. The guest binds each from the
+    read-only host root at the same path, so PATH and the editable install keep working there."""
+    project = Path(__file__).resolve().parents[1]
+    wanted = [str(project), os.path.abspath(venv_bin.parent)]
+    out: list[str] = []
+    for path in wanted:
+        if any(path.startswith(p + "/") for p in HIDDEN_PREFIXES) and path not in out:
+            out.append(path)
+    return out
+
+
 def _default_cwd() -> str:
     cwd = os.getcwd()
     hidden = any(cwd == p or cwd.startswith(p + "/") for p in HIDDEN_PREFIXES)
     return "/" if hidden else cwd
+
+
+def _check_bind(path: str) -> str:
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise ValueError(f"cannot show {path!r} in the guest: it needs an absolute path without whitespace")
+    return path
 
 
 def _check_guest_path(path: str) -> str:
@@ -188,7 +209,8 @@ def guest_env(venv_bin: Path, extra: Mapping[str, str] | None) -> dict[str, str]
 
 def _write_job(job: Path, *, nonce: str, command: Sequence[str] | None, script: str | None,
                env: dict[str, str], net: bool, cwd: str, rc_dir: Path | None, rc_boot: str,
-               rc_shutdown: str, mounts: list[tuple[str, str]], modules_dir: Path) -> None:
+               rc_shutdown: str, mounts: list[tuple[str, str]], modules_dir: Path,
+               binds: Sequence[str] = ()) -> None:
     if (command is None) == (script is None):
         raise ValueError("give exactly one of command (argv list) or script (text)")
     if isinstance(command, str):
@@ -215,6 +237,7 @@ def _write_job(job: Path, *, nonce: str, command: Sequence[str] | None, script: 
     (job / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     (job / "mounts").write_text("".join(f"{tag} {path}\n" for tag, path in mounts))
     (job / "modules-dir").write_text(f"{modules_dir}\n")
+    (job / "binds").write_text("".join(f"{_check_bind(path)}\n" for path in binds))
 
 
 @dataclass
@@ -301,10 +324,11 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
     nonce = secrets.token_hex(6)
     job = Path(tempfile.mkdtemp(prefix="bootkit-vm-job-"))
     try:
-        _write_job(job, nonce=nonce, command=command, script=script,
-                   env=guest_env(Path(venv_bin) if venv_bin else default_venv_bin(), env), net=net,
+        vbin = Path(venv_bin) if venv_bin else default_venv_bin()
+        _write_job(job, nonce=nonce, command=command, script=script, env=guest_env(vbin, env), net=net,
                    cwd=cwd or _default_cwd(), rc_dir=Path(rc_dir) if rc_dir else None, rc_boot=rc_boot,
-                   rc_shutdown=rc_shutdown, mounts=mounts, modules_dir=files.kernel.modules_dir)
+                   rc_shutdown=rc_shutdown, mounts=mounts, modules_dir=files.kernel.modules_dir,
+                   binds=hidden_binds(vbin))
         disk_list = tuple(Disk.of(d) for d in disks)
         for disk in disk_list:
             if not disk.path.is_file():
