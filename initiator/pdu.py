@@ -5,6 +5,7 @@ data digest. `encode()` returns them as a list of buffers ready for ``socket.sen
 concatenation of the data); `Decoder` takes bytes in and gives PDU objects out, validating every
 length against the negotiated limit *before* it buffers the segment.
 
+The file is long on purpose: it is the table of all 18 opcodes, one small class each, and reads best whole.
 Each PDU class knows only its own BHS fields. Sequence-number rules, windows and state live in
 `session.py` / `connection.py`, never here.
 """
