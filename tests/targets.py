@@ -23,14 +23,13 @@ def _require(tool: str) -> None:
         pytest.fail(f"{tool} is not installed: run ./scripts/bootstrap.sh (make test does)")
 
 
-@pytest.fixture
-def tgtd(tmp_path_factory):
-    """Factory fixture: ``t = tgtd(size_mb=64, chap=("u", "s"), params={"ImmediateData": "No"})``."""
-    _require("tgtd")
-    started: list[Tgt] = []
+def _targets(kind: type[Tgt | Istgt]):
+    """A factory that starts ``kind`` targets, then (after the yield) stops them and removes their files."""
+    _require(kind.__name__.lower() if kind is Istgt else "tgtd")
+    started: list = []
 
-    def factory(**kw) -> Tgt:
-        t = Tgt.start(**kw)  # makes (and on failure removes) its own /dev/shm workdir
+    def factory(**kw):
+        t = kind.start(**kw)  # makes (and on failure removes) its own /dev/shm workdir
         started.append(t)
         return t
 
@@ -40,22 +39,15 @@ def tgtd(tmp_path_factory):
             t.stop()
         with contextlib.suppress(Exception):
             shutil.rmtree(t.workdir)
+
+
+@pytest.fixture
+def tgtd():
+    """Factory fixture: ``t = tgtd(size_mb=64, chap=("u", "s"), params={"ImmediateData": "No"})``."""
+    yield from _targets(Tgt)
 
 
 @pytest.fixture
 def istgt():
     """Factory fixture for istgt: ``t = istgt(chap=("u", "s"), mutual=("tu", "ts"), digest="Auto")``."""
-    _require("istgt")
-    started: list[Istgt] = []
-
-    def factory(**kw) -> Istgt:
-        t = Istgt.start(**kw)
-        started.append(t)
-        return t
-
-    yield factory
-    for t in started:
-        with contextlib.suppress(Exception):
-            t.stop()
-        with contextlib.suppress(Exception):
-            shutil.rmtree(t.workdir)
+    yield from _targets(Istgt)
