@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vm.harness import BootFiles, GuestResult, PowerCut, run_guest
-from vm.scenarios import guest
+from vm.scenarios import guest, lun
 from vm.scenarios.lun import recorded_hash
 from vm.targets import Tgt
 
@@ -51,6 +51,14 @@ class Runner:
         )
         (results / "console.log").write_text(r.console + "\n")
         return r
+
+
+def prepare(lun_file: Path, workdir: Path, payload_mb: int) -> tuple[Path, Path, bool]:
+    """Every scenario's opening: absolute paths, the work dir made, and the LUN file created, formatted
+    and seeded on first use. Returns (lun_file, workdir, created)."""
+    lun_file, workdir = Path(lun_file).resolve(), Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    return lun_file, workdir, lun.ensure(lun_file, payload_mb=payload_mb)
 
 
 def start_target(workdir: Path, lun_file: Path, port: int | None = None, attempts: int = 3) -> Tgt:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vm.harness import PowerCut
 from vm.scenarios import guest, lun
-from vm.scenarios.facts import BootFacts, Runner, facts, read, relative, start_target
+from vm.scenarios.facts import BootFacts, Runner, facts, prepare, read, relative, start_target
 
 CYCLE = [f"{guest.GUEST_RC_DIR}/cycle.sh"]
 CUT_MARKER = "cut now"
@@ -150,11 +150,8 @@ def reboot_test(
     ``on_cycle`` sees each cycle as soon as its host check is done (the demo narrates from it).
     """
     t0 = time.monotonic()
-    lun_file = Path(lun_file).resolve()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    lun_file, workdir, created = prepare(lun_file, workdir, payload_mb)
     say = runner.say
-    created = lun.ensure(lun_file, payload_mb=payload_mb)
     initial = lun.check(lun_file)
     say(
         f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
@@ -234,11 +231,8 @@ def order_of(f: BootFacts) -> dict:
 def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: int = 8) -> dict:
     """Cut the power mid-write, then boot again: fsck -N -p must repair before mount -a -N and services."""
     t0 = time.monotonic()
-    lun_file = Path(lun_file).resolve()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    lun_file, workdir, created = prepare(lun_file, workdir, payload_mb)
     say = runner.say
-    created = lun.ensure(lun_file, payload_mb=payload_mb)
     with start_target(workdir, lun_file) as tgt:
         rc_dir = guest.render_dir(guest.GuestPlan(port=tgt.port, payload_mb=payload_mb), workdir / "rc")
         say("boot 1: write and sync a payload, keep writing churn, then pull the plug")

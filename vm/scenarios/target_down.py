@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Self
 
 from vm.scenarios import guest, lun
-from vm.scenarios.facts import Runner, facts, read, start_target
+from vm.scenarios.facts import Runner, facts, prepare, read, start_target
 from vm.targets import Tgt, free_port
 
 LATE = [f"{guest.GUEST_RC_DIR}/late.sh"]
@@ -59,11 +59,8 @@ def target_down_test(
 ) -> dict:
     """Boot with the target down, then bring it back; see the module docstring. Returns the report."""
     t0 = time.monotonic()
-    lun_file = Path(lun_file).resolve()
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    lun_file, workdir, created = prepare(lun_file, workdir, payload_mb)
     say = runner.say
-    created = lun.ensure(lun_file, payload_mb=payload_mb)
     port = free_port()  # nothing listens there until the guest asks
     plan = guest.GuestPlan(port=port, payload_mb=payload_mb)
     rc_dir = guest.render_dir(plan, workdir / "rc")
