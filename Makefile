@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo bootstrap lint
+.PHONY: test demo bootstrap lint deb
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -15,3 +15,7 @@ demo: bootstrap
 
 lint: bootstrap
 	$(PY) -m ruff check .
+
+# The Debian package, built out of tree from the checkout (committed or not): build/iscsi-bootkit_*_all.deb
+deb: bootstrap
+	./scripts/build-deb.sh build
