@@ -219,7 +219,8 @@ def test_sysvinit_script_has_lsb_headers_and_starts_and_stops_in_order(tmp_path,
     assert fields["Provides"] == "uiscsid"
     assert set(fields["Required-Start"].split()) == {"$local_fs", "$network"}
     assert set(fields["Required-Stop"].split()) == {"$local_fs", "$network"}
-    assert fields["X-Start-Before"] == "$remote_fs" and fields["X-Stop-After"] == "sendsigs"
+    # not $remote_fs: insserv.conf makes it hold $local_fs, which the script requires (a loop)
+    assert fields["X-Start-Before"] == "mountnfs" and fields["X-Stop-After"] == "sendsigs"
     assert fields["Default-Start"] == "S" and fields["Default-Stop"] == "0 6"
     start = text.split("do_start() {", 1)[1].split("\n}\n", 1)[0]
     stop = text.split("do_stop() {", 1)[1].split("\n}\n", 1)[0]
