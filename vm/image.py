@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -192,9 +193,26 @@ def _build(variant: str, packages: Sequence[str], kernel: KernelTree, root: Path
     argv += [SUITE, str(root), MIRROR]
     progress(f"building the {variant} root with mmdebstrap ({len(packages)} packages, about a minute)")
     run(argv, f"mmdebstrap ({variant})")
+    _dev_nodes(root)
+    if variant == "minbase":
+        return  # never booted: no modules, no configuration
     _copy_modules(kernel, root)
     run(["depmod", "-b", str(root), kernel.release], "depmod in the image")
     _configure(variant, root)
+
+
+# The nodes maintainer scripts write to when a .deb is installed in a chroot of the root (mmdebstrap's
+# unshare mode leaves /dev empty; without them `>/dev/null` makes a file). A booted guest mounts devtmpfs.
+DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+             "tty": (5, 0)}
+
+
+def _dev_nodes(root: Path) -> None:
+    for name, (major, minor) in DEV_NODES.items():
+        path = root / "dev" / name
+        if not path.exists():
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            path.chmod(0o666)
 
 
 def _arch() -> str:
