@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from vm import harness
+from vm import harness, image_cli  # image_cli: `image` and `boot`, Debian guest images
 from vm.initramfs import InitramfsError, busybox_path, ensure_initramfs
 from vm.kernel import KernelFetchError, cache_root, cached_kernels, fetch
 from vm.qemu import qemu_binary
@@ -25,8 +25,11 @@ EPILOG = """examples:
   bootkit vm run -- uname -a             boot a guest, run the command, exit with its status
   bootkit vm run --net --disk d.img -- sh -c 'mkfs.ext4 -q /dev/vda && echo ok > /results/ok'
   bootkit vm run --results out/ --timeout 60 -- bootkit fstab -N
+  bootkit vm image -o build/guest.img    a Debian 12 + systemd root disk with this checkout's .deb
+  bootkit vm boot build/guest.img -- systemctl status uiscsid
 
-The guest runs this host's root read-only (tmpfs overlay), so host programs and this venv are there.
+`run` boots this host's root read-only (tmpfs overlay), so host programs and this venv are there;
+`image` and `boot` make and boot a real Debian guest instead (its own init, the project from its .deb).
 /results in the guest is the --results dir on the host; disks are /dev/vda, /dev/vdb...; with --net a host
 service on 127.0.0.1:PORT is at 10.0.2.2:PORT. Exit status: the command's, 124 on timeout, 125 when the
 guest could not run it.
@@ -182,6 +185,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     r.set_defaults(func=cmd_run)
     proof_cli.add_parsers(sub)  # the proof's three subcommands live in vm/scenarios/cli.py
+    image_cli.add_parsers(sub)  # Debian guest images: vm/image_cli.py
     return p
 
 

@@ -128,6 +128,8 @@ def run_image(image: GuestImage | str | Path, command: Sequence[str] | None = No
             words.append(f"init={init or img.init}")  # type: ignore[union-attr]
         if journal_to_console:
             words.append("systemd.journald.forward_to_console=1")
+        if not net:  # no NIC: network-online would wait for one until its 2 min timeout
+            words.append("systemd.mask=systemd-networkd-wait-online.service")
         extra = tuple(Disk.of(d) for d in disks)
         for disk in extra:
             if not disk.path.is_file():
