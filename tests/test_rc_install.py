@@ -14,30 +14,23 @@ import pytest
 
 from rc import render as r
 from rc import udev
+from tests.test_rc_render import bootkit_rc, rendered
 
 VENV_BIN = Path(sys.executable).parent
-BOOTKIT = str(VENV_BIN / "bootkit")
 UNIT = f"{r.SYSTEMD_DIR}/uiscsid.service"
 RELOAD = f"{r.SYSTEMD_DIR}/uiscsi-reload.service"
 FSTAB = "/dev/nbd0 /srv/data ext4 _netdev 0 2\n"
 
 
-def bootkit_rc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BOOTKIT, "rc", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
 @pytest.fixture
 def fstab(tmp_path: Path) -> Path:
-    path = tmp_path / "fstab"
-    path.write_text(FSTAB)
-    return path
+    (tmp_path / "fstab").write_text(FSTAB)
+    return tmp_path / "fstab"
 
 
 def render(tmp_path: Path, init: str, fstab: Path, *extra: str) -> Path:
-    out = tmp_path / f"out-{init}-{len(list(tmp_path.iterdir()))}"
-    res = bootkit_rc("render", "--init", init, "--fstab", str(fstab), "-o", str(out), *extra)
-    assert res.returncode == 0, res.stderr
-    return out
+    """test_rc_render's `rendered`, into a new directory each time."""
+    return rendered(tmp_path / f"r{len(list(tmp_path.iterdir()))}", init, fstab, *extra)
 
 
 def exec_start(unit: Path) -> str:

@@ -16,8 +16,8 @@ from vm.kernel import KernelFetchError, cache_root, cached_kernels, fetch
 from vm.qemu import qemu_binary
 from vm.scenarios import cli as proof_cli  # reboot-test, power-cut-test, target-down-test (the proof)
 
-EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_HARNESS = 125  # the guest could not be booted, or it died before the command ended
+EXIT_TIMEOUT = image_cli.EXIT_TIMEOUT  # 124, as timeout(1)
+EXIT_HARNESS = image_cli.EXIT_HARNESS  # 125: the guest could not be booted, or died before the command ended
 
 EPILOG = """examples:
   bootkit vm doctor                      what is present, what is missing, and how to get it
@@ -75,6 +75,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for tool, pkg in (("apt-get", "apt"), ("dpkg", "dpkg"), ("depmod", "kmod")):
         found = shutil.which(tool)
         add(tool, found is not None, found or f"{tool} missing: install {pkg}")
+    # only `bootkit vm image` (Debian guests) and `make deb` need these
+    for tool, pkg in (("mmdebstrap", "mmdebstrap"), ("dpkg-buildpackage", "dpkg-dev"), ("dh", "debhelper")):
+        found = shutil.which(tool)
+        add(pkg, found is not None, found or f"{tool} missing (for Debian guest images): install {pkg}",
+            required=False)
     kernels = cached_kernels()
     add("kernel cache", bool(kernels), f"{kernels[-1].release} in {kernels[-1].root.parent}" if kernels
         else f"empty ({cache_root()}): run `bootkit vm fetch`")
@@ -139,16 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (harness.GuestError, ValueError, OSError) as exc:
         print(f"bootkit vm run: {exc}", file=sys.stderr)
         return EXIT_HARNESS
-    if args.json:
-        print(json.dumps({"exit_code": result.exit_code, "error": result.error, "timed_out": result.timed_out,
-                          "duration": result.duration, "results_dir": str(result.results_dir),
-                          "events": [e.__dict__ for e in result.events]}, indent=2))
-    else:
-        _progress(f"{result.duration:.1f} s, results in {result.results_dir}"
-                  + (f", {result.error}" if result.error else ""))
-    if result.timed_out:
-        return EXIT_TIMEOUT
-    return EXIT_HARNESS if result.exit_code is None else result.exit_code
+    return image_cli.report(result, args.json)
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

@@ -52,7 +52,7 @@ from typing import TextIO
 from vm import kernel as kernel_mod
 from vm.console import GuestEvent
 from vm.guest_image import GuestImage
-from vm.harness import GUEST_RESULTS, GuestError, GuestResult, PowerCut, _check_guest_path, supervise
+from vm.harness import GuestError, GuestResult, PowerCut, supervise, writable_exports
 from vm.initramfs import ensure_initramfs
 from vm.qemu import BootSpec, Disk, Export, argv, qemu_binary
 
@@ -107,17 +107,7 @@ def run_image(image: GuestImage | str | Path, command: Sequence[str] | None = No
     if img is not None and img.kernel_release != tree.release:
         raise GuestError(f"{path} holds the modules of {img.kernel_release}, the cached kernel is "
                          f"{tree.release}: build the image again")
-    results = Path(results_dir) if results_dir is not None else Path(
-        tempfile.mkdtemp(prefix="bootkit-vm-results-"))
-    results.mkdir(parents=True, exist_ok=True)
-    exports = [Export("results", results.resolve(), False)]
-    mounts = [("results", GUEST_RESULTS)]
-    for i, (gpath, hpath) in enumerate((shares or {}).items()):
-        host = Path(hpath).resolve()
-        if not host.is_dir():
-            raise ValueError(f"share {gpath}: host path {host} is not a directory")
-        exports.append(Export(f"share{i}", host, False))
-        mounts.append((f"share{i}", _check_guest_path(gpath)))
+    results, exports, mounts = writable_exports(results_dir, shares)
     nonce = secrets.token_hex(6)
     job = Path(tempfile.mkdtemp(prefix="bootkit-vm-job-"))
     try:

@@ -13,11 +13,11 @@ from pathlib import Path
 from vm import image as base_image
 from vm.deb import DebBuildError, ensure_deb
 from vm.guest_image import make_image
-from vm.harness import GuestError
+from vm.harness import GuestError, GuestResult
 from vm.image_boot import AFTER, run_image
 
-EXIT_TIMEOUT = 124
-EXIT_HARNESS = 125
+EXIT_TIMEOUT = 124  # as timeout(1)
+EXIT_HARNESS = 125  # the guest could not be booted, or it died before the command ended
 
 IMAGE_EPILOG = """examples:
   bootkit vm image -o build/guest.img                      systemd guest with `make deb`'s package
@@ -85,16 +85,19 @@ def cmd_boot(args: argparse.Namespace) -> int:
     except (GuestError, ValueError, OSError) as exc:
         print(f"bootkit vm boot: {exc}", file=sys.stderr)
         return EXIT_HARNESS
-    if args.json:
-        print(json.dumps({"exit_code": result.exit_code, "error": result.error, "timed_out": result.timed_out,
-                          "duration": result.duration, "results_dir": str(result.results_dir),
-                          "events": [e.__dict__ for e in result.events]}, indent=2))
+    return report(result, args.json, has_command=bool(command))
+
+
+def report(result: GuestResult, as_json: bool, has_command: bool = True) -> int:
+    """Print a boot's outcome (JSON, or one progress line) and return the exit status of `vm run|boot`."""
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
     else:
         _progress(f"{result.duration:.1f} s, results in {result.results_dir}"
                   + (f", {result.error}" if result.error else ""))
     if result.timed_out:
         return EXIT_TIMEOUT
-    if not command:
+    if not has_command:
         return 0 if result.error is None else EXIT_HARNESS
     return EXIT_HARNESS if result.exit_code is None else result.exit_code
 
