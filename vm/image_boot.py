@@ -27,8 +27,8 @@ Contract, guest side:
   and ``after`` does not apply: the run ends when the guest powers off by itself or at ``timeout``.
 - Markers: the initramfs prints ``boot``; the runner ``cmd-begin`` and ``cmd-end STATUS``; anything in the
   guest may print more with ``bootkit-vm-mark EVENT [STATUS]`` (e.g. from a unit's ExecStop), and each
-  becomes a GuestEvent with the guest's uptime and the host time. ``poweroff`` is added when the kernel
-  reports the power-off or restart.
+  becomes a GuestEvent with the guest's uptime and the host time. ``poweroff`` or ``reboot`` (uptime -1)
+  is added when the kernel reports the power-off or the restart: either ends the QEMU run.
 - ``/results`` is a writable 9p export of ``results_dir``; ``shares={"/guest/path": host_dir}`` mounts more
   (the mount points must exist in the image: ``make_image(dirs=...)``), before init starts.
 - ``net=True``: QEMU user networking; the image configures eth0 as 10.0.2.15/24 with the gateway
@@ -58,7 +58,7 @@ from vm.qemu import BootSpec, Disk, Export, argv, qemu_binary
 
 AFTER = ("poweroff", "reboot", "none")
 # What the kernel prints (at KERN_EMERG, so even with `quiet`) as its very last words.
-KERNEL_END = {"reboot: Power down": "poweroff", "reboot: Restarting system": "poweroff"}
+KERNEL_END = {"reboot: Power down": "poweroff", "reboot: Restarting system": "reboot"}
 # systemd's console: its status lines without colour; journald's too when asked for.
 SYSTEMD_ARGS = ("systemd.show_status=1", "systemd.log_color=0")
 
@@ -135,11 +135,13 @@ def run_image(image: GuestImage | str | Path, command: Sequence[str] | None = No
 
 
 def _finish(r: GuestResult, has_command: bool) -> None:
-    """Add the kernel's last word as a ``poweroff`` event (uptime -1: the guest printed no uptime) and say
-    what went wrong, if anything."""
+    """Add the kernel's last word as a ``poweroff`` or ``reboot`` event (uptime -1: the guest printed no
+    uptime) and say what went wrong, if anything."""
     end = next((ln for ln in reversed(r.lines) if any(k in ln.text for k in KERNEL_END)), None)
-    if end is not None and r.event("poweroff") is None:
-        r.events.append(GuestEvent("poweroff", -1.0, end.t))
+    if end is not None:
+        name = next(v for k, v in KERNEL_END.items() if k in end.text)
+        if r.event(name) is None:
+            r.events.append(GuestEvent(name, -1.0, end.t))
     if r.timed_out or r.power_cut:
         return  # supervise said it already
     if r.error and "stage1 failed" in r.error:
