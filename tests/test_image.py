@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from vm import image as base_image
+from vm.console import ConsoleLine
 from vm.deb import depends
 from vm.guest_image import make_image
-from vm.image_boot import _job, run_image
+from vm.harness import GuestResult
+from vm.image_boot import _finish, _job, run_image
 from vm.kernel import KernelTree
 from vm.qemu import BootSpec, Disk, argv
 
@@ -100,3 +102,23 @@ def test_the_sysvinit_variant_boots_debians_rc_with_the_packaged_lsb_script(vm_b
     # the script's steps ran in rcS, in order (the example config names no target)
     steps = [ln.split(" step ")[1] for ln in r.console.splitlines() if ln.startswith("rc: ") and " step " in ln]
     assert steps[:4] == ["uiscsid begin", "uiscsid end rc=0", "reload begin", "reload end rc=0"], steps
+
+
+def _result(lines: list[str], exit_code: int | None) -> GuestResult:
+    return GuestResult(exit_code, "\n".join(lines), [ConsoleLine(float(i), t) for i, t in enumerate(lines)], [],
+                       Path("/nonexistent"), 1.0)
+
+
+def test_the_kernels_last_word_ends_a_boot_as_poweroff_or_reboot():
+    r = _result(["x", "[   41.4] reboot: Power down"], 0)
+    _finish(r, has_command=True)
+    assert [e.name for e in r.events] == ["poweroff"] and r.error is None
+    r = _result(["[   9.1] reboot: Restarting system"], None)
+    _finish(r, has_command=False)
+    assert [e.name for e in r.events] == ["reboot"] and r.error is None
+    r = _result(["[   9.1] reboot: Restarting system"], None)
+    _finish(r, has_command=True)
+    assert r.error == "qemu exited (None) before the command finished"
+    r = _result(["Kernel panic"], 0)
+    _finish(r, has_command=True)
+    assert r.error == "the guest did not power off or reboot"
