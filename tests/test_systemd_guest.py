@@ -62,6 +62,7 @@ links "$dev" > $R/links-before
 mkdir -p {info_dir}
 cat > {info_dir}/$kname <<'EOF'
 {info}EOF
+udevadm test --action=change "/sys/block/$kname" > $R/udevadm-test 2>&1
 udevadm trigger --action=change --settle "$dev"
 show "$unit" > $R/unit-after
 links "$dev" > $R/links-after
@@ -148,6 +149,11 @@ def test_a_hand_made_link_is_no_device_unit_but_the_udev_rule_makes_one(guest):
     assert read(guest, "unit-after") == "active"
     assert read(guest, "uuid-unit") == "active"  # udev's own 60-persistent-storage on nbd
     assert "61-uiscsi.rules" not in read(guest, "udevd.log"), read(guest, "udevd.log")
+    # udevadm test (bookworm's udev has no `udevadm verify`): the rule parses and is what adds the link
+    test = read(guest, "udevadm-test")
+    assert re.search(rf"61-uiscsi\.rules:\d+ .*{re.escape(name)}", test), test
+    assert re.search(rf"^DEVLINKS=.*disk/by-iscsi/{re.escape(name)}", test, flags=re.MULTILINE), test
+    assert not re.search(r"61-uiscsi\.rules.*(invalid|error|unknown)", test, flags=re.IGNORECASE), test
 
 
 def test_a_partition_gets_its_part_link_from_the_disks_file(guest):
