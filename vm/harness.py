@@ -130,6 +130,12 @@ class GuestResult:
         """Host time (s since QEMU start) of the first console line containing ``text``."""
         return next((ln.t for ln in self.lines if text in ln.text), None)
 
+    def summary(self) -> dict[str, object]:
+        """What `bootkit vm run|boot --json` print."""
+        return {"exit_code": self.exit_code, "error": self.error, "timed_out": self.timed_out,
+                "duration": self.duration, "results_dir": str(self.results_dir),
+                "events": [e.__dict__ for e in self.events]}
+
     def check(self) -> GuestResult:
         """Raise GuestError with the console tail unless the command exited 0."""
         if self.exit_code != 0:
@@ -205,6 +211,24 @@ def guest_env(venv_bin: Path, extra: Mapping[str, str] | None) -> dict[str, str]
             raise ValueError(f"environment variable name {key!r} is not valid")
         env[key] = str(value)
     return env
+
+
+def writable_exports(results_dir: str | Path | None, shares: Mapping[str, str | Path] | None,
+                     ) -> tuple[Path, list[Export], list[tuple[str, str]]]:
+    """The results dir (a new temporary one when None) and the shares as 9p exports, with the guest
+    paths their tags go on ("TAG GUESTPATH" lines for the guest's stage 1)."""
+    results = Path(results_dir) if results_dir is not None else Path(
+        tempfile.mkdtemp(prefix="bootkit-vm-results-"))
+    results.mkdir(parents=True, exist_ok=True)
+    exports = [Export("results", results.resolve(), False)]
+    mounts = [("results", GUEST_RESULTS)]
+    for i, (gpath, hpath) in enumerate((shares or {}).items()):
+        host = Path(hpath).resolve()
+        if not host.is_dir():
+            raise ValueError(f"share {gpath}: host path {host} is not a directory")
+        exports.append(Export(f"share{i}", host, False))
+        mounts.append((f"share{i}", _check_guest_path(gpath)))
+    return results, exports, mounts
 
 
 def _write_job(job: Path, *, nonce: str, command: Sequence[str] | None, script: str | None,
@@ -310,17 +334,7 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
         files = boot_files or prepare()
     except (kernel_mod.KernelFetchError, OSError, RuntimeError) as exc:
         raise GuestError(f"cannot prepare the guest kernel: {exc}") from exc
-    results = Path(results_dir) if results_dir is not None else Path(
-        tempfile.mkdtemp(prefix="bootkit-vm-results-"))
-    results.mkdir(parents=True, exist_ok=True)
-    exports = [Export("results", results.resolve(), False)]
-    mounts = [("results", GUEST_RESULTS)]
-    for i, (gpath, hpath) in enumerate((shares or {}).items()):
-        host = Path(hpath).resolve()
-        if not host.is_dir():
-            raise ValueError(f"share {gpath}: host path {host} is not a directory")
-        exports.append(Export(f"share{i}", host, False))
-        mounts.append((f"share{i}", _check_guest_path(gpath)))
+    results, exports, mounts = writable_exports(results_dir, shares)
     nonce = secrets.token_hex(6)
     job = Path(tempfile.mkdtemp(prefix="bootkit-vm-job-"))
     try:

@@ -52,9 +52,12 @@ class Export:
 
 @dataclass(frozen=True)
 class BootSpec:
+    """``job_dir`` is the host-root guest's job (None for a Debian image); ``host_root`` shares the host's
+    / read-only (the busybox guest runs it; a Debian image guest must not see it)."""
+
     vmlinuz: Path
     initramfs: Path
-    job_dir: Path
+    job_dir: Path | None
     mem: int = 1024
     cpus: int = 2
     disks: tuple[Disk, ...] = ()
@@ -62,6 +65,7 @@ class BootSpec:
     exports: tuple[Export, ...] = ()
     kernel_quiet: bool = True
     extra_cmdline: tuple[str, ...] = field(default=())
+    host_root: bool = True
 
 
 def qemu_binary() -> str | None:
@@ -74,7 +78,9 @@ def _opt(value: str | Path) -> str:
 
 
 def cmdline(spec: BootSpec) -> str:
-    words = ["console=ttyS0", "panic=-1", "rdinit=/init", f"bootkit.job={spec.job_dir}"]
+    words = ["console=ttyS0", "panic=-1", "rdinit=/init"]
+    if spec.job_dir is not None:
+        words.append(f"bootkit.job={spec.job_dir}")
     if spec.kernel_quiet:
         words.append("quiet")
     return " ".join(words + list(spec.extra_cmdline))
@@ -89,8 +95,9 @@ def argv(spec: BootSpec, qemu: str = QEMU) -> list[str]:
         "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
         "-serial", "stdio", "-monitor", "none",
         "-kernel", str(spec.vmlinuz), "-initrd", str(spec.initramfs), "-append", cmdline(spec),
-        "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
     ]
+    if spec.host_root:
+        args += ["-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap"]
     for ex in spec.exports:
         ro = ",readonly=on" if ex.readonly else ""
         opts = f"local,path={_opt(ex.path)},mount_tag={ex.tag},security_model=none,multidevs=remap{ro}"
