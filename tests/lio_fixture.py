@@ -1,7 +1,8 @@
 """pytest fixtures for LIO, the kernel's iSCSI target, in one QEMU guest (loaded as a plugin by conftest).
 
 - ``lio_guest`` (session): boots the guest once (vm.lio.LioGuest); skipped or failed like every VM test
-  (see vm/pytest_plugin.py's ``vm_boot_files``). Its boot and setup times are printed at the end.
+  (see vm/pytest_plugin.py's ``vm_boot_files``). It is powered off after the last test that uses ``lio``,
+  not at the end of the session; its boot and setup times are printed then.
 - ``lio`` (function): a factory ``lio(chap=None, mutual=None, params=None, acls=())`` that resets the
   guest's LIO and configures it, returning a `vm.lio.Lio` (``url(lun=0)``, ``portal``, ``backing``,
   ``update(key, value)``, ``set_auth``, ``add_acl``, ``drop_sessions(down_for)``, ``connections(iqn)``,
@@ -35,11 +36,15 @@ def lio_guest(vm_boot_files, tmp_path_factory):
 
 
 @pytest.fixture
-def lio(lio_guest):
+def lio(lio_guest, request):
     """Factory fixture: ``t = lio(chap=("u", "secret"), params={"MaxConnections": "4"})``."""
     def factory(**kw) -> Lio:
         t = Lio.start(lio_guest, **kw)
         print(f"LIO reconfigured in {t.reconfigure_seconds} s")
         return t
 
-    return factory
+    yield factory
+    items = request.session.items
+    later = items[items.index(request.node) + 1:] if request.node in items else []
+    if not any("lio" in getattr(item, "fixturenames", ()) for item in later):
+        lio_guest.stop()  # no LIO test is left: an idle TCG guest still costs a fifth of a core

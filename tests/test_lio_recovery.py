@@ -77,6 +77,8 @@ def test_erl0_recovery_when_lio_drops_the_session_mid_write_and_mid_read(lio):
             await s.close()
 
     w, r, reconnects = asyncio.run(asyncio.wait_for(go(), 150))
+    print(f"LIO dropped the session after {w // MiB} MiB written and {r // MiB} MiB read of {size // MiB} MiB; "
+          f"{reconnects} reconnects")
     assert w < size and r < size, f"the drops came after the transfers ({w}, {r} of {size} bytes)"
     assert reconnects >= 2
     assert bytes(back) == data
