@@ -2,4 +2,5 @@
 
 import importlib.util
 
-pytest_plugins = [m for m in ("tests.targets", "vm.pytest_plugin") if importlib.util.find_spec(m)]
+pytest_plugins = [m for m in ("tests.targets", "vm.pytest_plugin", "tests.lio_fixture")
+                  if importlib.util.find_spec(m)]

@@ -26,6 +26,8 @@ Contract, guest side:
 - ``disks`` (paths or ``Disk``) are /dev/vda, /dev/vdb, ... in order; the same file may be used across
   any number of boots (persistence); ``Disk.create(path, size)`` makes a sparse raw one.
 - ``net=True``: eth0 is 10.0.2.15/24, and a host service on 127.0.0.1:PORT is reached at 10.0.2.2:PORT.
+  ``hostfwd=[(HOST_PORT, GUEST_PORT), ...]`` (implies net) forwards the host's 127.0.0.1:HOST_PORT to
+  the guest's GUEST_PORT over TCP (QEMU user networking), so a host program reaches a guest service.
 - ``rc_dir``: a host dir holding the rendered ``rc`` and/or ``rc.shutdown`` (names: ``rc_boot``,
   ``rc_shutdown``). It is *copied* at launch to /bootkit/rc in the guest's RAM, so it may live under the
   host's /tmp and survives ``umount -a``. Order: rc -> command -> rc.shutdown -> sync -> poweroff -f.
@@ -315,6 +317,7 @@ class _Run:
 
 def run_guest(command: Sequence[str] | None = None, *, script: str | None = None,
               disks: Sequence[Disk | str | Path] = (), net: bool = False,
+              hostfwd: Sequence[tuple[int, int]] = (),
               rc_dir: str | Path | None = None, rc_boot: str = "rc", rc_shutdown: str = "rc.shutdown",
               env: Mapping[str, str] | None = None, shares: Mapping[str, str | Path] | None = None,
               results_dir: str | Path | None = None, power_cut: PowerCut | None = None,
@@ -336,6 +339,7 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
         raise GuestError(f"cannot prepare the guest kernel: {exc}") from exc
     results, exports, mounts = writable_exports(results_dir, shares)
     nonce = secrets.token_hex(6)
+    net = net or bool(hostfwd)
     job = Path(tempfile.mkdtemp(prefix="bootkit-vm-job-"))
     try:
         vbin = Path(venv_bin) if venv_bin else default_venv_bin()
@@ -348,7 +352,7 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
             if not disk.path.is_file():
                 raise ValueError(f"disk {disk.path} does not exist (Disk.create(path, size) makes one)")
         spec = BootSpec(files.kernel.vmlinuz, files.initramfs, job, mem=mem, cpus=cpus, disks=disk_list,
-                        net=net, exports=tuple(exports), kernel_quiet=kernel_quiet)
+                        net=net, hostfwd=tuple(hostfwd), exports=tuple(exports), kernel_quiet=kernel_quiet)
         return supervise(argv(spec, qemu), nonce, results, power_cut, timeout, stream, on_start)
     finally:
         shutil.rmtree(job, ignore_errors=True)

@@ -62,6 +62,7 @@ class BootSpec:
     cpus: int = 2
     disks: tuple[Disk, ...] = ()
     net: bool = False
+    hostfwd: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, guest port): TCP into the guest
     exports: tuple[Export, ...] = ()
     kernel_quiet: bool = True
     extra_cmdline: tuple[str, ...] = field(default=())
@@ -107,6 +108,7 @@ def argv(spec: BootSpec, qemu: str = QEMU) -> list[str]:
             raise ValueError(f"{disk.path}: disk format {disk.format!r} is not one of {FORMATS}")
         ro = ",readonly=on" if disk.readonly else ""
         args += ["-drive", f"file={_opt(disk.path)},format={disk.format},if=virtio,cache=writeback{ro}"]
-    if spec.net:
-        args += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    if spec.net or spec.hostfwd:
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{int(h)}-:{int(g)}" for h, g in spec.hostfwd)
+        args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
     return args
