@@ -75,11 +75,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for tool, pkg in (("apt-get", "apt"), ("dpkg", "dpkg"), ("depmod", "kmod")):
         found = shutil.which(tool)
         add(tool, found is not None, found or f"{tool} missing: install {pkg}")
-    # only `bootkit vm image` (Debian guests) and `make deb` need these
-    for tool, pkg in (("mmdebstrap", "mmdebstrap"), ("dpkg-buildpackage", "dpkg-dev"), ("dh", "debhelper")):
-        found = shutil.which(tool)
-        add(pkg, found is not None, found or f"{tool} missing (for Debian guest images): install {pkg}",
-            required=False)
     kernels = cached_kernels()
     add("kernel cache", bool(kernels), f"{kernels[-1].release} in {kernels[-1].root.parent}" if kernels
         else f"empty ({cache_root()}): run `bootkit vm fetch`")
@@ -88,6 +83,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             add("initramfs", True, str(ensure_initramfs(kernels[-1])))
         except (InitramfsError, OSError) as exc:
             add("initramfs", False, str(exc))
+    # only `bootkit vm image` (Debian guests) and `make deb` need these
+    for tool, pkg in (("mmdebstrap", "mmdebstrap"), ("dpkg-buildpackage", "dpkg-dev"), ("dh", "debhelper")):
+        found = shutil.which(tool)
+        add(pkg, found is not None, found or f"{tool} missing (for Debian guest images): install {pkg}",
+            required=False)
     if args.kvm:
         add("kvm", True, _probe_kvm(10.0), required=False)
     else:
