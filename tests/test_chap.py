@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator.chap import ALGORITHMS, ChapInitiator, chap_response, decode_binary, encode_binary
 from initiator.errors import AuthenticationError, LocalProtocolError, NegotiationError
+from initiator.protocol.chap import ALGORITHMS, ChapInitiator, chap_response, decode_binary, encode_binary
 
 CHALLENGE = bytes(range(16))
 

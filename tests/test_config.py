@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initiator.config import ConfigError, parse_file, valid_iscsi_name
-from initiator.config_wire import from_wire, to_wire
+from initiator.ctl.config import ConfigError, parse_file, valid_iscsi_name
+from initiator.daemon.wire import from_wire, to_wire
 
 IQN = "iqn.2026-11.org.example:disk1"
 

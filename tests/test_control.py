@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from initiator.control import ControlClient, ControlError, ControlServer, call
+from initiator.daemon.control import ControlClient, ControlError, ControlServer, call
 
 NOBODY = 65534
 

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from initiator import ctl
-from initiator.progress import Progress, human_bytes, parse_size
+from initiator.ctl import uiscsictl as ctl
+from initiator.ctl.progress import Progress, human_bytes, parse_size
 
 IQN = "iqn.2026-11.test.bootkit:none"
 

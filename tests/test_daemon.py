@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from initiator import ctl
-from initiator.control import ControlClient, ControlError
+from initiator.ctl import uiscsictl as ctl
+from initiator.daemon.control import ControlClient, ControlError
 
 pytestmark = pytest.mark.target
 HOST_IQN = "iqn.2026-11.test.bootkit:host"

@@ -14,8 +14,9 @@ import socket
 
 import pytest
 
-from initiator import cdb, eventloop
-from initiator.transport import SessionConfig, open_session
+from initiator.io import eventloop
+from initiator.io.session import SessionConfig, open_session
+from initiator.scsi import cdb
 
 pytestmark = [pytest.mark.target, pytest.mark.timeout(120)]
 

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from initiator import eventloop
 from initiator.errors import ISCSIError
+from initiator.io import eventloop
 
 
 async def _loop_module() -> str:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initiator.errors import NegotiationError
-from initiator.keys import KEYS, Kind, Negotiated, Negotiator, Proposals, check_answer, respond
+from initiator.protocol.keys import KEYS, Kind, Negotiated, Negotiator, Proposals, check_answer, respond
 
 
 def test_table_covers_every_rfc_7143_key_with_its_result_function():

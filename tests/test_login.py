@@ -6,8 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initiator import pdu
-from initiator.chap import chap_response, decode_binary, encode_binary
 from initiator.errors import (
     AuthenticationError,
     ISCSIError,
@@ -17,9 +15,11 @@ from initiator.errors import (
     NegotiationError,
     TargetProtocolError,
 )
-from initiator.keys import Negotiated
-from initiator.login import MAX_ROUNDS, TRANSITIONS, Event, LoginMachine, LoginParams, State
-from initiator.text import decode_text, encode_text
+from initiator.protocol import pdu
+from initiator.protocol.chap import chap_response, decode_binary, encode_binary
+from initiator.protocol.keys import Negotiated
+from initiator.protocol.login import MAX_ROUNDS, TRANSITIONS, Event, LoginMachine, LoginParams, State
+from initiator.protocol.text import decode_text, encode_text
 
 ISID = bytes.fromhex("80000042aa01")
 

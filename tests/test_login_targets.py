@@ -13,7 +13,6 @@ import socket
 
 import pytest
 
-from initiator import pdu
 from initiator.errors import (
     AuthenticationError,
     LoginError,
@@ -21,9 +20,10 @@ from initiator.errors import (
     NegotiationError,
     TargetProtocolError,
 )
-from initiator.keys import Proposals
-from initiator.login import LoginMachine, LoginParams, Negotiated
-from initiator.text import TextMachine, parse_sendtargets
+from initiator.protocol import pdu
+from initiator.protocol.keys import Proposals
+from initiator.protocol.login import LoginMachine, LoginParams, Negotiated
+from initiator.protocol.text import TextMachine, parse_sendtargets
 
 pytestmark = pytest.mark.target
 

@@ -13,8 +13,8 @@ import struct
 
 import pytest
 
-from initiator import nbd
-from initiator.blockdev import BlockError, FileBackend
+from initiator.kernel import nbd_ioctl as nbd
+from initiator.kernel.backends import BlockError, FileBackend
 
 
 def test_request_header_is_28_bytes_and_round_trips():
@@ -127,7 +127,7 @@ def test_an_unattached_index_has_no_users():
 
 
 def test_netlink_attributes_round_trip_with_padding_and_nesting():
-    from initiator import nbd_netlink as nl
+    from initiator.kernel import nbd_netlink as nl
     raw = nl.u32(1, 7) + nl.attr(10, b"iqn\0") + nl.nested(7, nl.nested(1, nl.u32(1, 5)))
     attrs = nl.parse_attrs(raw)
     assert attrs[1] == struct.pack("=I", 7) and attrs[10] == b"iqn\0"
@@ -136,7 +136,7 @@ def test_netlink_attributes_round_trip_with_padding_and_nesting():
 
 
 def test_generic_netlink_family_lookup_against_the_host_kernel():
-    from initiator import nbd_netlink as nl
+    from initiator.kernel import nbd_netlink as nl
     with nl.Genl() as g:
         assert g.family("nlctrl") == nl.GENL_ID_CTRL
         if not os.path.exists("/sys/module/nbd"):

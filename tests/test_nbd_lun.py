@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from initiator.blockdev import BlockError, IscsiLun
-from initiator.transport import SessionConfig, open_session
+from initiator.io.session import SessionConfig, open_session
+from initiator.kernel.backends import BlockError, IscsiLun
 
 pytestmark = pytest.mark.target
 HOST_IQN = "iqn.2026-11.test.bootkit:host"

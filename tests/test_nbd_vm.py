@@ -23,8 +23,8 @@ pytestmark = pytest.mark.vm
 
 GUEST = r'''#!/usr/bin/env python3
 import asyncio, dataclasses, json, os, subprocess, sys
-from initiator import nbd
-from initiator.blockdev import FileBackend
+from initiator.kernel import nbd_ioctl as nbd
+from initiator.kernel.backends import FileBackend
 
 
 class SlowFile(FileBackend):
@@ -82,8 +82,8 @@ async def ioctl_phase():
 
 KEEP = """
 import asyncio, os
-from initiator.blockdev import FileBackend
-from initiator.nbd_netlink import KeptDevice
+from initiator.kernel.backends import FileBackend
+from initiator.kernel.nbd_netlink import KeptDevice
 
 async def main():
     dev = await KeptDevice.attach_kept(FileBackend("/dev/vdb", block_size=4096), "test:vdb", dead_conn_timeout=90)

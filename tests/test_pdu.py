@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from initiator import pdu
 from initiator.errors import DigestError, ISCSIError, LocalProtocolError, TargetProtocolError
+from initiator.protocol import pdu
 
 u32 = st.integers(0, 0xFFFFFFFF)
 u16 = st.integers(0, 0xFFFF)

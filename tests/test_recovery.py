@@ -11,7 +11,7 @@ import time
 import pytest
 
 from initiator.errors import CommandTimeout, SessionFailed, TargetProtocolError
-from initiator.transport import SessionConfig, open_session
+from initiator.io.session import SessionConfig, open_session
 from tests.proxy import ResetProxy
 
 pytestmark = [pytest.mark.target, pytest.mark.timeout(60)]

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator import cdb, scsi, sense, vpd
 from initiator.errors import ISCSIError, LocalProtocolError, TargetProtocolError
+from initiator.scsi import cdb, sense, vpd
+from initiator.scsi import commands as scsi
 
 # ------------------------------------------------------------------------------------------------ CDBs
 
@@ -304,8 +305,8 @@ def test_unmap_is_refused_when_the_target_does_not_advertise_it():
 
 
 async def _with_session(t, body):
-    from initiator.toolkit import default_initiator_name
-    from initiator.transport import SessionConfig, open_session
+    from initiator.ctl.direct import default_initiator_name
+    from initiator.io.session import SessionConfig, open_session
 
     s = await open_session(SessionConfig("127.0.0.1", t.port, default_initiator_name(), t.iqn))
     try:

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator import pdu
-from initiator.connection import Connection, Event, Framer, State
 from initiator.errors import ConnectionLost, DigestError, LocalProtocolError, TargetProtocolError
-from initiator.keys import Negotiated
-from initiator.session import SessionCore, encode_lun, sense_key, sn_le, sn_lt
+from initiator.protocol import pdu
+from initiator.protocol.connection import Connection, Event, Framer, State
+from initiator.protocol.keys import Negotiated
+from initiator.protocol.session import SessionCore, encode_lun, sense_key, sn_le, sn_lt
 
 
 def make(neg: Negotiated | None = None, conns: int = 1, maxcmdsn: int = 64,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator import pdu
 from initiator.errors import ISCSIError, LocalProtocolError, TargetProtocolError
-from initiator.text import (
+from initiator.protocol import pdu
+from initiator.protocol.text import (
     DiscoveredTarget,
     TextMachine,
     decode_text,

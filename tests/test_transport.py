@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from initiator import pdu
-from initiator.transport import SessionConfig, open_session
+from initiator.io.session import SessionConfig, open_session
+from initiator.protocol import pdu
 
 pytestmark = [pytest.mark.target, pytest.mark.timeout(60)]
 

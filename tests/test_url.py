@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator.url import URLError, parse_portal, parse_url
+from initiator.ctl.url import URLError, parse_portal, parse_url
 
 IQN = "iqn.2026-11.test.bootkit:disk"
 
@@ -138,7 +138,7 @@ def test_non_ascii_digits_are_not_a_port_or_lun():
 
 
 def test_discovery_chap_comes_from_the_environment_only():
-    from initiator.url import chap_from_env
+    from initiator.ctl.url import chap_from_env
 
     env = {"LIBISCSI_CHAP_USERNAME": "du", "LIBISCSI_CHAP_PASSWORD": "dp"}
     assert chap_from_env(env) == {"chap_user": "du", "chap_secret": "dp", "mutual_user": None,
