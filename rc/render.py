@@ -19,6 +19,7 @@ import jinja2
 
 from fstab_tools.fstab import Entry, Fstab, FstabError, mangle
 from fstab_tools.netfs import is_network, is_network_fstype
+from initiator.daemon.wire import DEFAULT_SOCKET
 
 INIT_SYSTEMS = ("systemd", "sysvinit", "busybox", "openbsd")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -37,7 +38,7 @@ class Settings:
     uiscsictl: str = "/usr/local/bin/uiscsictl"
     fstab: str = "/etc/fstab"
     config: str = "/etc/uiscsi.conf"
-    socket: str = "/run/uiscsid.sock"
+    socket: str = DEFAULT_SOCKET
     pidfile: str = "/run/uiscsid.pid"
     log: str = "/run/bootkit-rc.log"
     daemon_log: str = "/run/uiscsid.log"

@@ -1,4 +1,4 @@
-"""/etc/uiscsi.conf: the uiscsictl configuration language (pure: no network, no daemon).
+"""/etc/uiscsi.conf: the uiscsictl configuration language (reads files; no network, no daemon).
 
 In the spirit of OpenBSD's iscsi.conf(5)::
 
@@ -20,7 +20,12 @@ In the spirit of OpenBSD's iscsi.conf(5)::
 
 The whole input is parsed before anything is returned: every problem is collected as
 ``file:line: message`` and raised together in one `ConfigError`, so a bad file never half-applies.
-Secrets live in files that group and others must not be able to read or write.
+Secrets live in files that group and others must not be able to read or write. Each target block becomes a
+`daemon.wire.TargetConf` whose ``session`` is the `io.params.SessionParams` it logs in with (``targetaddr``
+may still be a name there: `daemon_commands` resolves it before sending).
+
+The module is long on purpose: it is one recursive-descent parser (lexer, statements, values, error
+recovery) around one cursor; its pieces make no sense apart.
 """
 
 from __future__ import annotations
@@ -31,24 +36,23 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..daemon.wire import TargetConf
+from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
+from ..protocol.addressing import valid_iscsi_name
+from ..scsi.lun import MAX_LUN
+
 DEFAULT_PATH = "/etc/uiscsi.conf"
-DEFAULT_PORT = 3260
 MAX_FILE_BYTES = 1 << 20
 MAX_INCLUDE_DEPTH = 8
 MAX_ERRORS = 50
-MAX_CONNECTIONS = 16
-MAX_LUN = 16383          # SAM flat space addressing
 MAX_SECRET_BYTES = 255
-
-_IQN = re.compile(r"iqn\.\d{4}-\d{2}\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[A-Za-z0-9._:-]*)?$")
-_EUI = re.compile(r"eui\.[0-9A-Fa-f]{16}$")
-_NAA = re.compile(r"naa\.([0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})$")
 _MACRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _TOKEN = re.compile(r'\s*(?:(#.*)|"((?:[^"\\\n]|\\.)*)"|([{};=])|([^\s{};="#]+)|(")|$)')
 _KEYWORDS = frozenset((
     "include", "initiatorname", "target", "targetaddr", "port", "targetname", "auth", "chap", "user",
     "secret-file", "mutual", "header_digest", "data_digest", "connections", "discovery", "normal", "enabled",
     "disabled", "replacement_timeout", "lun", "none", "crc32c"))
+_TARGET_KEYS = ("discovery", "enabled", "luns")  # statements about the target; the others go to SessionParams
 
 
 class ConfigError(Exception):
@@ -57,34 +61,6 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-@dataclass(frozen=True)
-class Chap:
-    user: str
-    secret: str
-    secret_file: str
-
-
-@dataclass(frozen=True)
-class TargetConf:
-    """One ``target NAME { ... }`` block, validated. ``luns == ()`` means every disk LUN the target has."""
-
-    name: str
-    address: str
-    port: int = DEFAULT_PORT
-    target_name: str | None = None
-    initiator_name: str | None = None
-    chap: Chap | None = None
-    mutual: Chap | None = None
-    header_digest: bool = False
-    data_digest: bool = False
-    connections: int = 1
-    discovery: bool = False
-    enabled: bool = True
-    replacement_timeout: float = 120.0
-    luns: tuple[int, ...] = ()
-    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,13 +74,6 @@ class Config:
             if t.name == name:
                 return t
         raise KeyError(name)
-
-
-def valid_iscsi_name(name: str) -> bool:
-    """RFC 7143 iqn./eui./naa. name shapes (iqn lower case, at most 223 bytes)."""
-    if len(name.encode()) > 223:
-        return False
-    return bool(_IQN.match(name) or _EUI.match(name) or _NAA.match(name))
 
 
 @dataclass
@@ -271,7 +240,7 @@ class _Parser:
         tok = self.next()
         kw = tok.value if tok.kind == "word" else ""
         if kw == "targetaddr":
-            o["address"] = self.value("an address")
+            o["host"] = self.value("an address")
             if self.peek().value == "port" and self.peek().kind == "word":
                 self.next()
                 o["port"] = self.number("a port", 1, 65535)
@@ -291,7 +260,7 @@ class _Parser:
                 self.error(tok, f"{kw}: expected crc32c or none, got {word!r}")
             o[kw] = word == "crc32c"
         elif kw == "connections":
-            o["connections"] = self.number("a connection count", 1, MAX_CONNECTIONS)
+            o["max_connections"] = self.number("a connection count", 1, MAX_CONNECTIONS)
         elif kw in ("discovery", "normal"):
             o["discovery"] = kw == "discovery"
         elif kw in ("enabled", "disabled"):
@@ -310,7 +279,7 @@ class _Parser:
     def _finish_target(self, name: str, start: _Tok, o: dict) -> None:
         bad = False
         where = f"{self.file}:{start.line}"
-        if "address" not in o:
+        if "host" not in o:
             self.error(start, f"target {name!r}: missing targetaddr")
             bad = True
         discovery = o.get("discovery", False)
@@ -325,7 +294,8 @@ class _Parser:
             bad = True
         o.pop("mutual_line", None)
         if not bad:
-            self.targets.append(TargetConf(name=name, where=where, **o))
+            own = {k: o.pop(k) for k in _TARGET_KEYS if k in o}  # the rest says how to log in
+            self.targets.append(TargetConf(name=name, session=SessionParams(**o), where=where, **own))
 
     # -- values --------------------------------------------------------------------------------
     def credentials(self, start: _Tok) -> Chap:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..scsi import commands as scsi
-from .direct import ToolError, add_session_options, bounded, emit, initiator_name, logged_in, run_workers
+from ..scsi.parsers import Capacity
+from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params
+from .output import emit
 from .progress import Progress, human_bytes, parse_size
 from .url import ISCSIURL, parse_url
 
@@ -77,7 +79,7 @@ class LunEnd:
 
     url: ISCSIURL
     session: Any
-    capacity: scsi.Capacity
+    capacity: Capacity
     timeout: float
 
     @property
@@ -185,8 +187,8 @@ class FileEnd:
 
 async def _open_lun(stack: AsyncExitStack, text: str, args: argparse.Namespace) -> LunEnd:
     url = parse_url(text)
-    cfg = url.session_config(initiator_name(args), login_timeout=args.timeout)
-    session = await stack.enter_async_context(logged_in(cfg, args.timeout, url.portal))
+    params = tool_params(url.session, args)
+    session = await stack.enter_async_context(logged_in(params, args.timeout, url.portal))
     cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(session, url.lun, args.timeout))
     if cap.block_size <= 0 or cap.block_size & (cap.block_size - 1) or cap.block_size > args.chunk_size:
         raise ToolError(f"{url.redacted()}: block size {cap.block_size} is not supported for cp")

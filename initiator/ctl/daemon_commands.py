@@ -14,9 +14,12 @@ import socket
 import sys
 from collections.abc import Callable
 
-from ..daemon.control import ControlClient, ControlError
-from ..daemon.wire import to_wire
-from .config import DEFAULT_PATH, ConfigError, parse_file, valid_iscsi_name
+from ..daemon.wire import LOG_LEVELS, SHOW_WHAT, ControlError, to_wire
+from ..protocol.addressing import valid_iscsi_name
+from .client import ControlClient
+from .config import DEFAULT_PATH, ConfigError, parse_file
+from .output import table
+from .url import parse_hostport
 
 RELOAD_WAIT = 10.0
 CONFIG_HELP = """\
@@ -61,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(connections and negotiated keys), luns (devices and by-iscsi links) "
                                    "or stats (commands, bytes and completions per device).",
                        epilog="examples:\n  uiscsictl show\n  uiscsictl show luns\n  uiscsictl show stats --json")
-    p.add_argument("what", nargs="?", default="summary", choices=("summary", "sessions", "luns", "stats"))
+    p.add_argument("what", nargs="?", default="summary", choices=SHOW_WHAT)
     p.set_defaults(func=_guard(cmd_show))
 
     p = sub.add_parser("detach", formatter_class=_FMT, help="detach a target's devices and log it out",
@@ -76,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("log", formatter_class=_FMT, help="set uiscsid's log detail",
                        description="verbose logs protocol detail; brief logs state changes only.",
                        epilog="example:\n  uiscsictl log verbose")
-    p.add_argument("level", choices=("verbose", "brief"))
+    p.add_argument("level", choices=LOG_LEVELS)
     p.set_defaults(func=_guard(cmd_log))
 
     p = sub.add_parser("daemon-discover", formatter_class=_FMT, help="SendTargets run by uiscsid",
@@ -124,14 +127,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
     cfg = parse_file(args.file)
     wire, errors = [], []
     for t in cfg.targets:
-        initiator = t.initiator_name or cfg.initiator_name
-        if initiator is None:
+        initiator = t.session.initiator_name or cfg.initiator_name
+        if not initiator:
             errors.append(f"{t.where}: target {t.name!r} has no initiatorname (add one at the top of the file)")
             continue
         try:
-            address = resolve(t.address, t.port)
+            address = resolve(t.session.host, t.session.port)
         except OSError as e:
-            errors.append(f"{t.where}: cannot resolve {t.address!r}: {e.strerror or e}")
+            errors.append(f"{t.where}: cannot resolve {t.session.host!r}: {e.strerror or e}")
             continue
         wire.append(to_wire(t, address, initiator))
     if errors:
@@ -167,9 +170,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             for key, value in (s["negotiated"] or {}).items():
                 print(f"    {key} = {value}")
     elif args.what == "luns":
-        _table(["TARGET", "LUN", "SIZE", "BLOCK", "DEVICE", "LINK"],
-               [[x["target"], x["lun"], _size(x["size"]), x["block_size"] or "-", x["device"] or "-",
-                 x["link"] or x["error"] or "-"] for x in result["luns"]])
+        print(table([[x["target"], x["lun"], _size(x["size"]), x["block_size"] or "-", x["device"] or "-",
+                      x["link"] or x["error"] or "-"] for x in result["luns"]],
+                    ["TARGET", "LUN", "SIZE", "BLOCK", "DEVICE", "LINK"]))
     else:
         for t in result["stats"]:
             s = t["session"] or {}
@@ -200,9 +203,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    host, _, port_text = args.address.rpartition(":") if args.address.count(":") == 1 else (args.address, "", "")
-    host = host or args.address
-    port = int(port_text) if port_text.isdigit() else 3260
+    host, port = parse_hostport(args.address, "address")
     initiator = args.initiator_name
     if initiator is None and os.path.exists(args.file):
         initiator = parse_file(args.file).initiator_name
@@ -239,16 +240,8 @@ def _size(n: int | None) -> str:
 
 
 def _print_summary(targets: list[dict]) -> None:
-    _table(["TARGET", "STATE", "ADDRESS", "CONN", "DEVICES", "DETAIL"],
-           [[t["name"], t["state"], f"{t['address']}:{t['port']}", t["connections"],
-             ",".join(t["devices"]) or "-",
-             t["error"] or "; ".join(f"LUN {n}: {e}" for n, e in t.get("lun_errors", {}).items())
-             or (f"{len(t['discovered'])} target(s) found" if t["discovered"] else "")]
-            for t in targets])
-
-
-def _table(head: list[str], rows: list[list]) -> None:
-    cells = [head, *[[str(c) for c in r] for r in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(table([[t["name"], t["state"], f"{t['address']}:{t['port']}", t["connections"],
+                  ",".join(t["devices"]) or "-",
+                  t["error"] or "; ".join(f"LUN {n}: {e}" for n, e in t.get("lun_errors", {}).items())
+                  or (f"{len(t['discovered'])} target(s) found" if t["discovered"] else "")]
+                 for t in targets], ["TARGET", "STATE", "ADDRESS", "CONN", "DEVICES", "DETAIL"]))

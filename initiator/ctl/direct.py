@@ -1,24 +1,24 @@
-"""What every one-shot tool shares: logging in under --timeout, retrying UNIT ATTENTION, printing results.
+"""What every tool that talks to a target directly (no daemon) shares: its session, bounded waits, workers.
 
-A one-shot tool opens its own session (no daemon), does a few commands and logs out. Login and every
-control command are bounded by ``--timeout``; a target that stalls or talks nonsense turns into one
-`ISCSIError` line, never a hang. Results go to stdout (text, or one JSON document with --json).
+A one-shot tool opens its own session, does a few commands and logs out. Login and every control command
+are bounded by ``--timeout``; a target that stalls or talks nonsense turns into one `ISCSIError` line,
+never a hang. (A UNIT ATTENTION is retried by the session core, not here.) Output is `output`'s job.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import dataclasses
 import re
 import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import CommandTimeout, ISCSIError
-from ..scsi import commands as scsi
+from ..io.params import SessionParams
+from ..io.session import Session, open_session
 
 T = TypeVar("T")
 
@@ -27,7 +27,6 @@ class ToolError(ISCSIError):
     """A request the tool cannot carry out as asked (sizes that do not fit, same file twice...)."""
 
 IQN_DATE = "2026-11"
-UA_RETRIES = 3
 
 
 def default_initiator_name() -> str:
@@ -46,14 +45,18 @@ def initiator_name(args: argparse.Namespace) -> str:
     return getattr(args, "initiator_name", None) or default_initiator_name()
 
 
-@asynccontextmanager
-async def logged_in(config: Any, timeout: float, where: str) -> AsyncIterator[Any]:
-    """Open a `transport.Session` for ``config`` within ``timeout`` s; log out (bounded) on the way out."""
-    from ..io import session as transport  # the I/O layer: loaded only by tools that talk to a target
+def tool_params(params: SessionParams, args: argparse.Namespace, **overrides: Any) -> SessionParams:
+    """``params`` (from a URL) as this tool logs in: our initiator name, the --timeout for the login."""
+    return dataclasses.replace(params, initiator_name=initiator_name(args), login_timeout=args.timeout,
+                               **overrides)
 
+
+@asynccontextmanager
+async def logged_in(params: SessionParams, timeout: float, where: str) -> AsyncIterator[Session]:
+    """Open a session for ``params`` within ``timeout`` s; log out (bounded) on the way out."""
     try:
         async with asyncio.timeout(timeout):
-            session = await transport.open_session(config)
+            session = await open_session(params)
     except TimeoutError:
         raise CommandTimeout(f"login to {where} did not complete within {timeout:g} s "
                              "(is it an iSCSI target? try a larger --timeout)") from None
@@ -68,18 +71,12 @@ async def logged_in(config: Any, timeout: float, where: str) -> AsyncIterator[An
 
 
 async def bounded(what: str, timeout: float, make: Callable[[], Awaitable[T]]) -> T:
-    """Run ``make()`` within ``timeout`` s, retrying UNIT ATTENTION (reported once after login or reset)."""
+    """Run ``make()`` within ``timeout`` s."""
     try:
         async with asyncio.timeout(timeout):
-            for attempt in range(UA_RETRIES):
-                try:
-                    return await make()
-                except scsi.SCSIError as e:
-                    if not scsi.is_unit_attention(e) or attempt == UA_RETRIES - 1:
-                        raise
+            return await make()
     except TimeoutError:
         raise CommandTimeout(f"{what} did not complete within {timeout:g} s") from None
-    raise AssertionError("unreachable")
 
 
 async def run_workers(worker: Callable[[], Awaitable[None]], count: int) -> None:
@@ -96,21 +93,3 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
-
-
-def emit(args: argparse.Namespace, document: dict[str, Any], text: str, stream: TextIO | None = None) -> int:
-    """Print ``document`` as JSON with --json, else ``text`` (to stdout unless told); return exit status 0."""
-    out = stream or sys.stdout
-    if args.json:
-        out.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    else:
-        out.write(text if text.endswith("\n") else text + "\n")
-    out.flush()
-    return 0
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    """Left-aligned columns, two spaces apart."""
-    cells = [header, *rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)

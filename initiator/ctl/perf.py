@@ -15,13 +15,15 @@ import random
 import time
 
 from ..errors import CommandTimeout
+from ..io.params import MAX_CONNECTIONS
 from ..scsi import cdb
 from ..scsi import commands as scsi
-from .direct import ToolError, add_session_options, bounded, emit, initiator_name, logged_in, run_workers
+from ..scsi.parsers import Capacity
+from ..scsi.sense import GOOD
+from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params
+from .output import emit
 from .progress import human_bytes, parse_size
-from .url import MAX_CONNECTIONS, parse_url
-
-GOOD = 0
+from .url import parse_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,11 +80,9 @@ def _seconds(text: str) -> float:
 
 async def cmd_perf(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
-    overrides: dict = {"login_timeout": args.timeout}
-    if args.connections:
-        overrides["max_connections"] = args.connections
-    cfg = url.session_config(initiator_name(args), **overrides)
-    async with logged_in(cfg, args.timeout, url.portal) as s:
+    overrides = {"max_connections": args.connections} if args.connections else {}
+    params = tool_params(url.session, args, **overrides)
+    async with logged_in(params, args.timeout, url.portal) as s:
         cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(s, url.lun, args.timeout))
         if args.block_size % cap.block_size:
             raise ToolError(f"--block-size {args.block_size} is not a multiple of the LUN's "
@@ -102,7 +102,7 @@ async def cmd_perf(args: argparse.Namespace) -> int:
     return emit(args, doc, text)
 
 
-async def _load(session, lun: int, cap: scsi.Capacity, args: argparse.Namespace) -> tuple[int, float]:
+async def _load(session, lun: int, cap: Capacity, args: argparse.Namespace) -> tuple[int, float]:
     """Run the workers until the deadline; return (completed commands, elapsed seconds)."""
     bs = args.block_size
     per_io = bs // cap.block_size
@@ -128,11 +128,8 @@ async def _load(session, lun: int, cap: scsi.Capacity, args: argparse.Namespace)
                 res = await execute(lun, cdb.write_cdb(lba, per_io), data_out=payload)
             else:
                 res = await execute(lun, cdb.read_cdb(lba, per_io), read_len=bs, read_into=buf)
-            if res.status != GOOD:
-                err = scsi.SCSIError(res.status, res.sense, f"{'WRITE' if payload else 'READ'} at LBA {lba}")
-                if scsi.is_unit_attention(err):
-                    continue
-                raise err
+            if res.status != GOOD:  # (a UNIT ATTENTION was already sent again by the session core)
+                raise scsi.SCSIError(res.status, res.sense, f"{'WRITE' if payload else 'READ'} at LBA {lba}")
             state["ios"] += 1
 
     start = loop.time()

@@ -1,7 +1,7 @@
-"""uiscsictl one-shot tools: discover, inquiry, capacity, luns (here), cp (blockcopy.py), perf (perf.py).
+"""uiscsictl's read-only one-shot tools: discover, inquiry, capacity, luns (and it registers cp and perf).
 
 Each logs in by itself, does its work, logs out, and prints text or --json. Nothing here needs the
-daemon. Login and control commands are bounded by --timeout (see toolkit.py).
+daemon. Login and control commands are bounded by --timeout (see `direct`).
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..io.params import SessionParams
 from ..scsi import commands as scsi
 from ..scsi import vpd
-from . import copy as blockcopy
-from . import perf
-from .direct import add_session_options, bounded, emit, initiator_name, logged_in, table
+from . import copy, perf
+from .direct import add_session_options, bounded, initiator_name, logged_in, tool_params
+from .output import emit, table
 from .progress import human_bytes
-from .url import chap_from_env, parse_portal, parse_url
+from .url import chap_from_env, parse_discovery_portal, parse_url
 
 _FMT = argparse.RawDescriptionHelpFormatter
 URL_HELP = "iscsi://[user[%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_session_options(p)
     p.set_defaults(func=cmd_luns)
 
-    blockcopy.register(sub)
+    copy.register(sub)
     perf.register(sub)
 
 
@@ -63,13 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def cmd_discover(args: argparse.Namespace) -> int:
-    host, port = parse_portal(args.portal)
-    from ..io.session import SessionConfig
-
-    cfg = SessionConfig(host=host, port=port, initiator_name=initiator_name(args), target_name=None,
-                        login_timeout=args.timeout, **chap_from_env())
+    host, port = parse_discovery_portal(args.portal)
+    params = SessionParams(host=host, port=port, initiator_name=initiator_name(args), target_name=None,
+                           login_timeout=args.timeout, **chap_from_env())
     where = f"{host}:{port}"
-    async with logged_in(cfg, args.timeout, where) as session:
+    async with logged_in(params, args.timeout, where) as session:
         targets = await bounded("SendTargets", args.timeout, lambda: session.send_targets("All"))
     doc = {"portal": where, "targets": [
         {"name": t.name, "portals": [{"address": a, "port": p, "tpgt": g} for a, p, g in t.portals]}
@@ -88,14 +87,14 @@ def _portal_text(address: str, port: int) -> str:
 
 async def cmd_inquiry(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
-    cfg = url.session_config(initiator_name(args), login_timeout=args.timeout)
+    params = tool_params(url.session, args)
     t = args.timeout
-    async with logged_in(cfg, t, url.portal) as s:
+    async with logged_in(params, t, url.portal) as s:
         inq = await bounded("INQUIRY", t, lambda: scsi.inquiry(s, url.lun, t))
         pages: list[int] = []
         info: dict[str, Any] = {}
         try:
-            pages = scsi.parse_supported_pages(await bounded("INQUIRY VPD 0x00", t, lambda: scsi.vpd_page(
+            pages = vpd.parse_supported_pages(await bounded("INQUIRY VPD 0x00", t, lambda: scsi.vpd_page(
                 s, url.lun, vpd.SUPPORTED_PAGES, t)))
         except scsi.SCSIError:
             pages = []  # VPD is optional before SPC-3; the standard page alone still identifies it
@@ -107,7 +106,7 @@ async def cmd_inquiry(args: argparse.Namespace) -> int:
             if code in pages:
                 raw = await bounded(f"INQUIRY VPD 0x{code:02x}", t, lambda c=code: scsi.vpd_page(s, url.lun, c, t))
                 info[key] = parser(raw)
-    doc = {"target": url.target, "lun": url.lun, "vendor": inq.vendor, "product": inq.product,
+    doc = {"target": url.session.target_name, "lun": url.lun, "vendor": inq.vendor, "product": inq.product,
            "revision": inq.revision, "device_type": inq.device_type, "device_type_name": inq.device_type_name,
            "qualifier": inq.qualifier, "version": inq.version, "removable": inq.removable,
            "cmdque": inq.cmdque, "vpd_pages": pages, "serial": info.get("serial"),
@@ -167,8 +166,8 @@ def _inquiry_text(doc: dict[str, Any]) -> str:
 
 async def cmd_capacity(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
-    cfg = url.session_config(initiator_name(args), login_timeout=args.timeout)
-    async with logged_in(cfg, args.timeout, url.portal) as s:
+    params = tool_params(url.session, args)
+    async with logged_in(params, args.timeout, url.portal) as s:
         cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(s, url.lun, args.timeout))
     doc = {"block_size": cap.block_size, "blocks": cap.blocks, "size": cap.size, "lbpme": cap.lbpme,
            "lbprz": cap.lbprz}
@@ -183,10 +182,10 @@ async def cmd_capacity(args: argparse.Namespace) -> int:
 
 async def cmd_luns(args: argparse.Namespace) -> int:
     url = parse_url(args.url, lun_required=False)
-    cfg = url.session_config(initiator_name(args), login_timeout=args.timeout)
+    params = tool_params(url.session, args)
     t = args.timeout
     entries: list[dict[str, Any]] = []
-    async with logged_in(cfg, t, url.portal) as s:
+    async with logged_in(params, t, url.portal) as s:
         luns = await bounded("REPORT LUNS", t, lambda: scsi.report_luns(s, url.lun, t))
         for lun in luns:
             entry: dict[str, Any] = {"lun": lun, "type": None, "vendor": None, "product": None,
@@ -203,6 +202,6 @@ async def cmd_luns(args: argparse.Namespace) -> int:
             entries.append(entry)
     rows = [[str(e["lun"]), e["type"] or "?", e["vendor"] or "", e["product"] or "",
              human_bytes(e["size"]) if e["size"] is not None else "-"] for e in entries]
-    doc = {"target": url.target, "portal": url.portal, "luns": entries}
+    doc = {"target": url.session.target_name, "portal": url.portal, "luns": entries}
     return emit(args, doc, table(rows, ["LUN", "TYPE", "VENDOR", "PRODUCT", "SIZE"]))
 

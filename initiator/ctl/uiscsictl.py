@@ -19,11 +19,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from ..daemon.wire import DEFAULT_SOCKET
 from ..errors import ISCSIError
 from .url import URLError
 
 PROG = "uiscsictl"
-DEFAULT_SOCKET = "/run/uiscsid.sock"
 DEFAULT_TIMEOUT = 20.0
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -140,7 +140,7 @@ def error_message(exc: BaseException) -> str:
 
 
 def run_coroutine(coro):
-    """Run a tool's coroutine on the loop `initiator.eventloop` picks: uvloop when installed (a fifth
+    """Run a tool's coroutine on the loop `io.eventloop` picks: uvloop when installed (a fifth
     less CPU per command at queue depth 1), asyncio with ``UISCSI_EVENT_LOOP=asyncio``."""
     from ..io import eventloop  # here, not at the top: the daemon-side commands never need asyncio
 

@@ -1,4 +1,4 @@
-"""libiscsi-style iSCSI URLs: ``iscsi://[user[%secret]@]host[:port]/IQN/LUN[?arg=value&...]``. Pure.
+"""libiscsi-style iSCSI URLs: ``iscsi://[user[%secret]@]host[:port]/IQN/LUN[?arg=value&...]``.
 
 The same form that libiscsi's tools and qemu-img take, so one URL works with both. Query arguments:
 ``header_digest`` and ``data_digest`` (crc32c|none; libiscsi's crc32c-none/none-crc32c are accepted
@@ -6,76 +6,50 @@ too), ``target_user`` and ``target_password`` (mutual CHAP: the target proves it
 ``max_connections`` (MC/S). The environment variables ``LIBISCSI_CHAP_USERNAME``, ``..._PASSWORD``,
 ``..._TARGET_USERNAME`` and ``..._TARGET_PASSWORD`` supply secrets without putting them on the process
 list; a value in the URL wins over the environment. Nothing is percent-decoded, as in libiscsi.
+A URL parses into the `io.params.SessionParams` it names plus a LUN; the tool adds our initiator name.
 A portal alone (``HOST[:PORT]``, ``[v6addr]:PORT`` or ``iscsi://HOST[:PORT][/]``) is parsed by
-`parse_portal` for discovery.
+`parse_discovery_portal`; both use `protocol.addressing.parse_portal`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
-DEFAULT_PORT = 3260
-MAX_LUN = 16383
-MAX_CONNECTIONS = 16
+from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
+from ..protocol.addressing import PortalError, parse_portal
+from ..scsi.lun import MAX_LUN
+
 ENV_USER = "LIBISCSI_CHAP_USERNAME"
 ENV_PASSWORD = "LIBISCSI_CHAP_PASSWORD"
 ENV_TARGET_USER = "LIBISCSI_CHAP_TARGET_USERNAME"
 ENV_TARGET_PASSWORD = "LIBISCSI_CHAP_TARGET_PASSWORD"
 _DIGESTS = {"crc32c": True, "none": False, "crc32c-none": True, "none-crc32c": True}
 _QUERY_KEYS = ("header_digest", "data_digest", "target_user", "target_password", "max_connections")
+FORM = "iscsi://[user[%secret]@]host[:port]/IQN/LUN"
 
 
 class URLError(ValueError):
     """The text is not a usable iSCSI URL; the message says what is wrong and shows the expected form."""
 
 
-FORM = "iscsi://[user[%secret]@]host[:port]/IQN/LUN"
-
-
 @dataclass(frozen=True)
 class ISCSIURL:
-    """A parsed URL. ``user``/``password`` are CHAP towards the target; ``target_*`` are mutual CHAP."""
+    """A parsed URL: the session it names (``session.initiator_name`` is left empty) and the LUN."""
 
-    host: str
-    port: int
-    target: str
+    session: SessionParams
     lun: int
-    user: str | None = None
-    password: str | None = None
-    target_user: str | None = None
-    target_password: str | None = None
-    header_digest: bool = False
-    data_digest: bool = False
-    max_connections: int = 1
 
     @property
     def portal(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return self.session.portal
 
     def redacted(self) -> str:
         """The URL with every secret replaced by ``***`` (for logs and error messages)."""
-        auth = ""
-        if self.user:
-            auth = f"{self.user}%***@" if self.password else f"{self.user}@"
-        return f"iscsi://{auth}{self.portal}/{self.target}/{self.lun}"
-
-    def session_kwargs(self) -> dict[str, Any]:
-        """The `transport.SessionConfig` fields this URL decides (the caller adds initiator_name etc.)."""
-        return {"host": self.host, "port": self.port, "target_name": self.target,
-                "chap_user": self.user if self.password is not None else None,
-                "chap_secret": self.password, "mutual_user": self.target_user,
-                "mutual_secret": self.target_password, "header_digest": self.header_digest,
-                "data_digest": self.data_digest, "max_connections": self.max_connections}
-
-    def session_config(self, initiator_name: str, **overrides: Any) -> Any:
-        """Build a `transport.SessionConfig` (imported here: url.py stays importable without asyncio code)."""
-        from ..io.session import SessionConfig
-
-        return SessionConfig(initiator_name=initiator_name, **{**self.session_kwargs(), **overrides})
+        chap = self.session.chap
+        auth = f"{chap.user}%***@" if chap else ""
+        return f"iscsi://{auth}{self.portal}/{self.session.target_name}/{self.lun}"
 
 
 def _digits(text: str) -> bool:
@@ -84,35 +58,17 @@ def _digits(text: str) -> bool:
 
 
 def parse_hostport(text: str, what: str = "portal") -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port)."""
-    if not text:
-        raise URLError(f"{what}: the host is missing")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise URLError(f"{what} {text!r}: '[' without a closing ']'")
-        host, rest = text[1:end], text[end + 1:]
-        if rest and not rest.startswith(":"):
-            raise URLError(f"{what} {text!r}: unexpected {rest!r} after the IPv6 address")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif ":" in text:
-        raise URLError(f"{what} {text!r}: write an IPv6 address in brackets, e.g. [::1]:3260")
-    else:
-        host, port_text = text, None
-    if not host:
-        raise URLError(f"{what} {text!r}: the host is missing")
-    if any(c.isspace() or c in "/?#@%" for c in host):
-        raise URLError(f"{what} {text!r}: {host!r} is not a host name or address")
-    if port_text is None:
-        return host, DEFAULT_PORT
-    if not _digits(port_text) or not 0 < int(port_text) < 65536:
-        raise URLError(f"{what} {text!r}: port {port_text!r} is not a number in 1..65535")
-    return host, int(port_text)
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port); no portal group tag."""
+    if "," in text:
+        raise URLError(f"{what} {text!r}: a portal group tag (,N) has no place here")
+    try:
+        host, port, _ = parse_portal(text)
+    except PortalError as e:
+        raise URLError(f"{what} {text!r}: {e}" if text else f"{what}: {e}") from None
+    return host, port
 
 
-def parse_portal(text: str) -> tuple[str, int]:
+def parse_discovery_portal(text: str) -> tuple[str, int]:
     """A discovery address: ``HOST[:PORT]`` or ``iscsi://HOST[:PORT][/]`` (default port 3260)."""
     if text.startswith("iscsi://"):
         rest = text[len("iscsi://"):]
@@ -161,9 +117,11 @@ def parse_url(text: str, env: Mapping[str, str] | None = None, lun_required: boo
         raise URLError(f"URL {_safe(text)}: {target!r} is not a valid target name")
     if not _digits(lun_text) or int(lun_text) > MAX_LUN:
         raise URLError(f"URL {_safe(text)}: LUN {lun_text!r} is not a number in 0..{MAX_LUN}")
-    url = ISCSIURL(host=host, port=port, target=target, lun=int(lun_text), user=user, password=password)
-    url = _apply_query(url, query, text)
-    return _apply_env(url, env)
+    args = _query(query, text)
+    chap, mutual = _credentials(user, password, args.pop("target_user", None), args.pop("target_password", None),
+                                env)
+    session = SessionParams(host=host, port=port, target_name=target, chap=chap, mutual=mutual, **args)
+    return ISCSIURL(session, int(lun_text))
 
 
 def _safe(text: str) -> str:
@@ -174,8 +132,8 @@ def _safe(text: str) -> str:
     return head + at + tail
 
 
-def _apply_query(url: ISCSIURL, query: str, text: str) -> ISCSIURL:
-    changes: dict[str, Any] = {}
+def _query(query: str, text: str) -> dict:
+    args: dict = {}
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
         if key not in _QUERY_KEYS:
@@ -185,29 +143,30 @@ def _apply_query(url: ISCSIURL, query: str, text: str) -> ISCSIURL:
         if key in ("header_digest", "data_digest"):
             if value.lower() not in _DIGESTS:
                 raise URLError(f"URL: {key}={value!r}; use crc32c or none")
-            changes[key] = _DIGESTS[value.lower()]
+            args[key] = _DIGESTS[value.lower()]
         elif key == "max_connections":
             if not _digits(value) or not 1 <= int(value) <= MAX_CONNECTIONS:
                 raise URLError(f"URL: max_connections={value!r}; use a number in 1..{MAX_CONNECTIONS}")
-            changes[key] = int(value)
+            args[key] = int(value)
         else:
-            changes[key] = value
-    return replace(url, **changes)
+            args[key] = value
+    return args
 
 
-def chap_from_env(env: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """CHAP settings from LIBISCSI_CHAP_* alone (discovery sessions have no URL to carry them)."""
-    url = _apply_env(ISCSIURL(host="-", port=DEFAULT_PORT, target="-", lun=0), os.environ if env is None else env)
-    return {"chap_user": url.user, "chap_secret": url.password, "mutual_user": url.target_user,
-            "mutual_secret": url.target_password}
+def chap_from_env(env: Mapping[str, str] | None = None) -> dict[str, Chap | None]:
+    """The ``chap`` and ``mutual`` of a `SessionParams` from LIBISCSI_CHAP_* alone (a discovery session has
+    no URL to carry them)."""
+    chap, mutual = _credentials(None, None, None, None, os.environ if env is None else env)
+    return {"chap": chap, "mutual": mutual}
 
 
-def _apply_env(url: ISCSIURL, env: Mapping[str, str]) -> ISCSIURL:
+def _credentials(user: str | None, password: str | None, tuser: str | None, tpass: str | None,
+                 env: Mapping[str, str]) -> tuple[Chap | None, Chap | None]:
     """Fill what the URL left out from LIBISCSI_CHAP_*; then check the credentials come in pairs."""
-    user = url.user or _env(env, ENV_USER)
-    password = url.password or _env(env, ENV_PASSWORD)
-    tuser = url.target_user or _env(env, ENV_TARGET_USER)
-    tpass = url.target_password or _env(env, ENV_TARGET_PASSWORD)
+    user = user or _env(env, ENV_USER)
+    password = password or _env(env, ENV_PASSWORD)
+    tuser = tuser or _env(env, ENV_TARGET_USER)
+    tpass = tpass or _env(env, ENV_TARGET_PASSWORD)
     if password and not user:
         raise URLError(f"a CHAP secret is set but no user name (URL user@ or {ENV_USER})")
     if user and not password:
@@ -217,5 +176,4 @@ def _apply_env(url: ISCSIURL, env: Mapping[str, str]) -> ISCSIURL:
                        f"(URL arguments or {ENV_TARGET_USER}/{ENV_TARGET_PASSWORD})")
     if tuser and not user:
         raise URLError("mutual CHAP (target_user) needs one-way CHAP too: give user%secret@ first")
-    return replace(url, user=user, password=password, target_user=tuser, target_password=tpass)
-
+    return (Chap(user, password) if user else None), (Chap(tuser, tpass) if tuser else None)

@@ -1,9 +1,10 @@
 """One configured target inside uiscsid: its session, its LUN backends, NBD devices and by-iscsi links.
 
 A target's life is a loop: log in (backing off 1, 2, 4 ... 128 s after failures, as OpenBSD's iscsid
-does), set up its LUNs, then watch the session. The transport recovers lost connections by itself
-(ERL0, commands wait); only when it gives up after the replacement timeout does this loop log in
-afresh, handing the new session to the LUN backends that stay attached, so /dev/nbdN never vanishes.
+does), set up its LUNs, then follow the session's state changes (it subscribes to them: no polling). The
+session recovers lost connections by itself (ERL0, commands wait); only when it gives up after the
+replacement timeout does this loop log in afresh, handing the new session to the LUN backends that stay
+attached, so /dev/nbdN never vanishes.
 States: init, logging-in, logged-in, recovering, failed, discovered (a discovery target), detached.
 """
 
@@ -14,26 +15,25 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..ctl.config import TargetConf
 from ..errors import ISCSIError
-from ..io.session import SessionConfig, open_session
+from ..io.session import Session, open_session
+from ..kernel import devnames
 from ..kernel.backends import IscsiLun
-from ..kernel.nbd_ioctl import NbdDevice, NbdError
+from ..kernel.nbd_ioctl import NbdDevice
 from ..kernel.nbd_netlink import KeptDevice
+from ..kernel.nbd_wire import NbdError
+from ..protocol.recovery import Backoff
+from ..protocol.session_state import SessionState
 from ..scsi import commands as scsi
+from ..scsi.parsers import DISK
+from .wire import TargetConf
 
 log = logging.getLogger("uiscsid.target")
-BACKOFF_MAX = 128.0
-DISK = 0x00
-
-
-def session_state(session: object) -> str:
-    """The transport session's state word (up, recovering, failed, closed...)."""
-    return str(getattr(session, "state", None) or getattr(session, "_state", "unknown"))
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 128.0
+_GONE = (SessionState.FAILED, SessionState.CLOSED, SessionState.FREE)
 
 
 @dataclass
@@ -51,6 +51,14 @@ class LunRuntime:
                 "link": self.link, "error": self.error}
 
 
+@dataclass
+class StopReport:
+    """What stopping a target left behind: failures to report, and devices kept because they are in use."""
+
+    problems: list[str] = field(default_factory=list)
+    kept: dict[str, list[str]] = field(default_factory=dict)  # device path -> why it is in use
+
+
 class TargetRuntime:
     """The daemon's view of one target; `start` it, `stop` it, ask it for `summary` and friends."""
 
@@ -60,7 +68,7 @@ class TargetRuntime:
         self.link_dir = link_dir
         self.state = "init"
         self.error: str | None = None
-        self.session = None
+        self.session: Session | None = None
         self.luns: dict[int, LunRuntime] = {}
         self.discovered: list[dict] = []
         self.children: list[TargetRuntime] = []     # a discovery target logs in to what it found
@@ -83,10 +91,10 @@ class TargetRuntime:
         self.settled.clear()
         self.retry_now.set()
 
-    async def _pause(self, backoff: float) -> bool:
-        """Sleep ``backoff`` seconds, or less if kicked; True when kicked (the backoff then restarts)."""
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if kicked; True when kicked (the backoff then restarts)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.retry_now.wait(), backoff)
+            await asyncio.wait_for(self.retry_now.wait(), seconds)
         kicked = self.retry_now.is_set()
         self.retry_now.clear()
         return kicked
@@ -97,28 +105,22 @@ class TargetRuntime:
             self.since = time.time()
         self.state, self.error = state, error
 
-    def session_config(self) -> SessionConfig:
-        c = self.conf
-        return SessionConfig(
-            host=c.address, port=c.port, initiator_name=c.initiator_name or "", target_name=c.target_name,
-            chap_user=c.chap.user if c.chap else None, chap_secret=c.chap.secret if c.chap else None,
-            mutual_user=c.mutual.user if c.mutual else None, mutual_secret=c.mutual.secret if c.mutual else None,
-            header_digest=c.header_digest, data_digest=c.data_digest, max_connections=c.connections,
-            replacement_timeout=c.replacement_timeout)
-
     # ------------------------------------------------------------------------------------ the loop
     async def _run(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_MAX)
         while True:
             self._set("logging-in", self.error)
             try:
-                session = await open_session(self.session_config())
+                session = await open_session(self.conf.session)
             except (ISCSIError, OSError) as e:
                 self._set("failed", str(e) or type(e).__name__)
                 self.settled.set()
-                backoff = 1.0 if await self._pause(backoff) else min(backoff * 2, BACKOFF_MAX)
+                if await self._pause(backoff.delay):
+                    backoff.reset()
+                else:
+                    backoff.failed()
                 continue
-            backoff = 1.0
+            backoff.reset()
             self.logins += 1
             self.session = session
             try:
@@ -128,15 +130,15 @@ class TargetRuntime:
                 await self._setup_luns(session)
                 self._set("logged-in")
                 self.settled.set()
-                await self._watch(session)
+                await self._follow(session)
             except (ISCSIError, OSError) as e:
                 self._set("failed", str(e))
                 self.settled.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.close(), 5)
-            await self._pause(backoff)
+            await self._pause(backoff.delay)
 
-    async def _discover(self, session) -> None:
+    async def _discover(self, session: Session) -> None:
         """SendTargets, then a normal target (named PARENT/IQN) for each one found, as FreeBSD's iscsictl -A -d."""
         found = await session.send_targets()
         self.discovered = [{"name": t.name, "portals": [list(p) for p in t.portals]} for t in found]
@@ -145,8 +147,9 @@ class TargetRuntime:
         self.session = None
         for t in found:
             address, port = self._pick_portal(t.portals)
-            conf = dataclasses.replace(self.conf, name=f"{self.name}/{t.name}", target_name=t.name,
-                                       address=address, port=port, discovery=False, luns=())
+            params = dataclasses.replace(self.conf.session, target_name=t.name, host=address, port=port)
+            conf = dataclasses.replace(self.conf, name=f"{self.name}/{t.name}", session=params, discovery=False,
+                                       luns=())
             child = TargetRuntime(conf, self.attach, self.link_dir)
             child.start()
             self.children.append(child)
@@ -159,17 +162,18 @@ class TargetRuntime:
 
         A portal that is a name or a wildcard (the daemon does no DNS) falls back to the discovery address.
         """
+        here = self.conf.session
         usable = []
         for host, port, _tpgt in portals:
             with contextlib.suppress(ValueError):
                 if not ipaddress.ip_address(host).is_unspecified:
                     usable.append((host, port))
         for host, port in usable:
-            if host == self.conf.address:
+            if host == here.host:
                 return host, port
-        return usable[0] if usable else (self.conf.address, portals[0][1] if portals else self.conf.port)
+        return usable[0] if usable else (here.host, portals[0][1] if portals else here.port)
 
-    async def _setup_luns(self, session) -> None:
+    async def _setup_luns(self, session: Session) -> None:
         wanted = list(self.conf.luns)
         if not wanted:
             for lun in await scsi.report_luns(session):
@@ -185,37 +189,37 @@ class TargetRuntime:
                     lr.backend.session = session            # a new login: the device stays attached
                 if self.attach != "none" and (lr.device is None or not lr.device.connected):
                     lr.device = await self._attach_device(lun, lr.backend)
-                    lr.link = self._make_link(lun, lr.device.path)
+                    lr.link = devnames.make_link(self.link_dir, self._stable_name(lun), lr.device.path)
                 lr.error = None
             except (ISCSIError, NbdError, OSError) as e:
                 lr.error = str(e)
                 log.error("target %s LUN %d: %s", self.name, lun, e)
 
+    def _stable_name(self, lun: int) -> str:
+        return devnames.stable_name(self.conf.session.target_name or "", lun)
+
     async def _attach_device(self, lun: int, backend: IscsiLun) -> NbdDevice:
         if self.attach == "nbd":
             return await NbdDevice.attach(backend)
         # netlink: a device left by an earlier uiscsid for this LUN is taken over, not duplicated
-        return await KeptDevice.attach_kept(backend, f"{self.conf.target_name}-lun{lun}",
-                                            dead_conn_timeout=max(1, int(self.conf.replacement_timeout)))
+        return await KeptDevice.attach_kept(backend, self._stable_name(lun),
+                                            dead_conn_timeout=max(1, int(self.conf.session.replacement_timeout)))
 
-    async def _watch(self, session) -> None:
-        while True:
-            st = session_state(session)
-            if st in ("failed", "closed", "down"):
-                raise ISCSIError(f"the session {st}: no relogin within the replacement timeout "
-                                 f"({self.conf.replacement_timeout:g} s)")
-            self._set("recovering" if st == "recovering" else "logged-in")
-            await asyncio.sleep(0.5)
-
-    def _make_link(self, lun: int, device: str) -> str:
-        os.makedirs(self.link_dir, exist_ok=True)
-        link = os.path.join(self.link_dir, f"{self.conf.target_name}-lun{lun}")
-        tmp = f"{link}.tmp{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(os.path.relpath(device, self.link_dir), tmp)
-        os.replace(tmp, link)
-        return link
+    async def _follow(self, session: Session) -> None:
+        """Mirror the session's state changes until it gives up (a relogin then starts afresh)."""
+        changed = asyncio.Event()
+        unsubscribe = session.subscribe(lambda change: changed.set())
+        try:
+            while True:
+                st = session.state
+                if st in _GONE:
+                    raise ISCSIError(f"the session {st.value}: no relogin within the replacement timeout "
+                                     f"({self.conf.session.replacement_timeout:g} s)")
+                self._set("recovering" if st is SessionState.RECOVERING else "logged-in")
+                changed.clear()
+                await changed.wait()
+        finally:
+            unsubscribe()
 
     # ------------------------------------------------------------------------------------ stopping
     def busy(self) -> dict[str, list[str]]:
@@ -236,11 +240,11 @@ class TargetRuntime:
         return [f"{self.name} LUN {lr.lun}: flush failed: {r or 'timed out'}" for lr, r in zip(luns, results,
                 strict=True) if isinstance(r, BaseException)]
 
-    async def stop(self, force: bool = False, timeout: float = 4.0, keep_busy: bool = False) -> list[str]:
+    async def stop(self, force: bool = False, timeout: float = 4.0, keep_busy: bool = False) -> StopReport:
         """Flush, detach the devices, log out. Busy devices: refused (NbdError) unless force or keep_busy.
 
-        With ``keep_busy`` the busy devices stay attached and the session stays up to serve them;
-        the returned list says what was kept.
+        With ``keep_busy`` the busy devices stay attached and the session stays up to serve them; the
+        report's ``kept`` says which.
         """
         busy = self.busy()
         if busy and not force and not keep_busy:
@@ -252,34 +256,33 @@ class TargetRuntime:
                     with contextlib.suppress(NbdError, TimeoutError):
                         await lr.device.disconnect(timeout=timeout / 2)
                     self._unlink(lr)
-            return [f"{dev} kept: {', '.join(u)}" for dev, u in busy.items()]
+            return StopReport(kept=busy)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.task
-        problems = []
+        report = StopReport()
         for child in self.children:
-            problems += await child.stop(force=force, timeout=timeout)
+            report.problems += (await child.stop(force=force, timeout=timeout)).problems
         self.children = []
-        problems += await self.flush(timeout=timeout / 2)
+        report.problems += await self.flush(timeout=timeout / 2)
         for lr in self.luns.values():
             if lr.device is not None:
                 try:
                     await lr.device.disconnect(force=force, timeout=timeout / 2)
                 except (NbdError, TimeoutError) as e:
-                    problems.append(f"{lr.device.path}: {e}")
+                    report.problems.append(f"{lr.device.path}: {e}")
             self._unlink(lr)
         if self.session is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.session.close(), timeout / 2)
             self.session = None
         self._set("detached")
-        return problems
+        return report
 
     def _unlink(self, lr: LunRuntime) -> None:
         if lr.link is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(lr.link)
+            devnames.remove_link(lr.link)
             lr.link = None
 
     async def park(self) -> None:
@@ -290,25 +293,24 @@ class TargetRuntime:
 
     # ------------------------------------------------------------------------------------ reports
     def summary(self) -> dict:
-        c = self.conf
-        return {"name": c.name, "state": self.state, "error": self.error, "address": c.address, "port": c.port,
-                "target_name": c.target_name, "since": self.since, "logins": self.logins,
-                "connections": getattr(self.session, "connections", 0) if self.session else 0,
+        c, s = self.conf, self.conf.session
+        return {"name": c.name, "state": self.state, "error": self.error, "address": s.host, "port": s.port,
+                "target_name": s.target_name, "since": self.since, "logins": self.logins,
+                "connections": self.session.connections if self.session else 0,
                 "devices": [lr.device.path for lr in self.luns.values() if lr.device and lr.device.connected],
                 "lun_errors": {str(lr.lun): lr.error for lr in self.luns.values() if lr.error},
                 "discovered": self.discovered}
 
     def session_info(self) -> dict:
         s = self.session
-        neg = getattr(s, "negotiated", None)
-        return {"name": self.name, "state": self.state, "session_state": session_state(s) if s else None,
-                "connections": getattr(s, "connections", 0) if s else 0, "tsih": getattr(s, "tsih", None),
-                "negotiated": dataclasses.asdict(neg) if dataclasses.is_dataclass(neg) else None}
+        neg = s.negotiated if s else None
+        return {"name": self.name, "state": self.state, "session_state": s.state.value if s else None,
+                "connections": s.connections if s else 0, "tsih": s.tsih if s else None,
+                "negotiated": dataclasses.asdict(neg) if neg is not None else None}
 
     def stats(self) -> dict:
         s = self.session
-        sst = getattr(s, "stats", None)
         return {"name": self.name,
-                "session": dataclasses.asdict(sst) if dataclasses.is_dataclass(sst) else None,
+                "session": dataclasses.asdict(s.stats) if s else None,
                 "luns": {str(lr.lun): dataclasses.asdict(lr.device.stats) for lr in self.luns.values()
                          if lr.device is not None}}

@@ -1,28 +1,89 @@
-"""The JSON form of a configured target on the control socket (both halves, so they cannot drift).
+"""What uiscsid and uiscsictl must agree on (the role iscsid.h plays in OpenBSD). No I/O.
 
-uiscsictl builds it with `to_wire` after resolving the address; uiscsid rebuilds a `TargetConf` with
-`from_wire`, trusting nothing: an address must already be an IP (the daemon does no DNS), and every
-field is type- and range-checked. Secrets travel inline over the root-only socket; file names do not.
+- where the control socket is (`DEFAULT_SOCKET`) and how a message looks on it: versioned JSON lines, at
+  most `MAX_MESSAGE` bytes::
+
+      request:  {"version": 1, "id": 7, "command": "show", "args": {"what": "summary"}}
+      answer:   {"version": 1, "id": 7, "ok": true, "result": {...}}
+      failure:  {"version": 1, "id": 7, "ok": false, "error": {"code": "not-found", "message": "..."}}
+
+- `ControlError`, a refusal with a machine-readable code;
+- the commands' fixed vocabularies (`SHOW_WHAT`, `LOG_LEVELS`);
+- `TargetConf`, one configured target: uiscsictl's config parser builds it, `to_wire` sends it with the
+  address resolved and the secrets inline (file names stay home), and uiscsid rebuilds it with
+  `from_wire`, trusting nothing: an address must already be an IP (the daemon does no DNS), and every field
+  is type- and range-checked.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict
+import json
+from dataclasses import dataclass
 
-from ..ctl.config import DEFAULT_PORT, MAX_CONNECTIONS, MAX_LUN, Chap, TargetConf, valid_iscsi_name
+from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
+from ..protocol.addressing import DEFAULT_PORT, valid_iscsi_name
+from ..scsi.lun import MAX_LUN
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 1 << 20
+DEFAULT_SOCKET = "/run/uiscsid.sock"
+SHOW_WHAT = ("summary", "sessions", "luns", "stats")
+LOG_LEVELS = ("verbose", "brief")
+
+
+class ControlError(Exception):
+    """A refused or failed control request; ``code`` is machine-readable, the message is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode_message(obj: dict) -> bytes:
+    """One message as a line of compact JSON."""
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def decode_message(line: bytes) -> dict:
+    """One line back into a message; anything but a JSON object is a `ControlError`."""
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ControlError("bad-request", f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ControlError("bad-request", "a message must be a JSON object")
+    return obj
+
+
+def failure(rid: object, err: ControlError) -> dict:
+    """The answer that reports ``err`` for request ``rid``."""
+    return {"version": PROTOCOL_VERSION, "id": rid, "ok": False, "error": {"code": err.code, "message": err.message}}
+
+
+@dataclass(frozen=True)
+class TargetConf:
+    """One ``target NAME { ... }`` block. ``luns == ()`` means every disk LUN the target has."""
+
+    name: str
+    session: SessionParams  # where and how to log in
+    discovery: bool = False  # log in to every target a SendTargets here finds
+    enabled: bool = True
+    luns: tuple[int, ...] = ()
+    where: str = ""  # file:line of the block, for uiscsictl's messages
 
 
 def to_wire(target: TargetConf, address: str, default_initiator: str) -> dict:
-    """The JSON form the daemon gets: ``address`` is already resolved; secrets inline, no file names."""
-    d = asdict(target)
-    d["address"] = address
-    d["initiator_name"] = target.initiator_name or default_initiator
-    for key in ("chap", "mutual"):
-        if d[key]:
-            d[key] = {"user": d[key]["user"], "secret": d[key]["secret"]}
-    d["luns"] = list(target.luns)
-    return d
+    """The JSON form uiscsid gets: ``address`` is already resolved; secrets inline, no file names."""
+    s = target.session
+    return {"name": target.name, "address": address, "port": s.port, "target_name": s.target_name,
+            "initiator_name": s.initiator_name or default_initiator,
+            "chap": {"user": s.chap.user, "secret": s.chap.secret} if s.chap else None,
+            "mutual": {"user": s.mutual.user, "secret": s.mutual.secret} if s.mutual else None,
+            "header_digest": s.header_digest, "data_digest": s.data_digest, "connections": s.max_connections,
+            "discovery": target.discovery, "enabled": target.enabled,
+            "replacement_timeout": s.replacement_timeout, "luns": list(target.luns), "where": target.where}
 
 
 def from_wire(d: object) -> TargetConf:
@@ -66,11 +127,10 @@ def from_wire(d: object) -> TargetConf:
         if c is not None and not (isinstance(c, dict) and isinstance(c.get("user"), str)
                                   and isinstance(c.get("secret"), str) and c["secret"]):
             raise ValueError(f"target {name!r}: {key!r} needs a 'user' and a non-empty 'secret'")
-        creds.append(Chap(c["user"], c["secret"], "") if c else None)
-    return TargetConf(name=name, address=address, port=port, target_name=target_name,
-                      initiator_name=initiator, chap=creds[0], mutual=creds[1],
-                      header_digest=bool(need("header_digest", bool, False)),
-                      data_digest=bool(need("data_digest", bool, False)), connections=connections,
-                      discovery=discovery, enabled=bool(need("enabled", bool, True)),
-                      replacement_timeout=float(timeout), luns=tuple(sorted(set(luns))),
-                      where=str(d.get("where", "")))
+        creds.append(Chap(c["user"], c["secret"]) if c else None)
+    session = SessionParams(host=address, port=port, initiator_name=initiator, target_name=target_name,
+                            chap=creds[0], mutual=creds[1], header_digest=bool(need("header_digest", bool, False)),
+                            data_digest=bool(need("data_digest", bool, False)), max_connections=connections,
+                            replacement_timeout=float(timeout))
+    return TargetConf(name=name, session=session, discovery=discovery, enabled=bool(need("enabled", bool, True)),
+                      luns=tuple(sorted(set(luns))), where=str(d.get("where", "")))

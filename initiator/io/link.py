@@ -3,8 +3,9 @@
 `Link` is an `asyncio.BufferedProtocol`: the event loop's ``recv_into`` fills the connection's `Framer`
 buffer, and a large Data-In payload lands straight in the caller's buffer. Sends from one loop iteration
 are corked into one write when other commands are in flight, and that write is vectored (``os.writev`` of
-the PDU segments on asyncio's loop, ``writelines`` on uvloop): data is never joined in user space. The owning session (transport.Session)
-is told about received PDUs (``_flush``), a lost connection (``_conn_lost``) and writability (``_pump``).
+the PDU segments on asyncio's loop, ``writelines`` on uvloop): data is never joined in user space.
+A link tells its owner (the session) what happened through the small interface `LinkOwner` declares:
+PDUs were handed to the core, the connection was lost, the socket can take more.
 """
 
 from __future__ import annotations
@@ -14,30 +15,41 @@ import logging
 import os
 import time
 from asyncio import selector_events
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import CommandTimeout, ConnectionLost, ISCSIError, TargetProtocolError
 from ..protocol import pdu
-from ..protocol.connection import Connection, Event, Framer
+from ..protocol.connection import Connection, Event
+from ..protocol.framer import Framer, PduReader
 from ..protocol.login import LoginMachine, LoginParams
 from ..protocol.session import SessionCore
-
-if TYPE_CHECKING:  # the session owns its links; only the type checker needs this import
-    from .session import Session
 
 log = logging.getLogger("initiator.transport")
 IOV_MAX = 1024  # buffers per writev (Linux UIO_MAXIOV)
 
 
+class LinkOwner(Protocol):
+    """What a link tells the session that owns it."""
+
+    def link_received(self) -> None:
+        """PDUs arrived and went into the session core: send what it produced, wake finished callers."""
+
+    def link_lost(self, link: Link) -> None:
+        """``link``'s connection closed (``link.error`` says why)."""
+
+    def link_writable(self) -> None:
+        """A link's socket drained: send what waits."""
+
+
 class Link(asyncio.BufferedProtocol):
     """One TCP connection: login exchange, then PDUs into the session core."""
 
-    def __init__(self, session: Session, cid: int) -> None:
-        self.session = session
+    def __init__(self, owner: LinkOwner, cid: int) -> None:
+        self.owner = owner
         self.state = Connection(cid)
         self.transport: asyncio.Transport | None = None
         self.fd = -1
-        self.framer = Framer(self._login_pdu, lambda b, n: None, pdu.LOGIN_MAX_DATA)
+        self.framer = PduReader(pdu.LOGIN_MAX_DATA, on_pdu=self._login_pdu).framer
         self.login_q: asyncio.Queue = asyncio.Queue()
         self.closed = asyncio.get_running_loop().create_future()
         self.last_rx = time.monotonic()
@@ -46,7 +58,6 @@ class Link(asyncio.BufferedProtocol):
         self.ffp = False  # in the full-feature phase: PDUs go to the session core
         self.cork: list | None = None
         self.loop = asyncio.get_running_loop()
-        self.pinging = False
 
     # asyncio protocol --------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -70,7 +81,7 @@ class Link(asyncio.BufferedProtocol):
             self.abort(e)
             return
         if self.ffp:
-            self.session._flush()
+            self.owner.link_received()
 
     def connection_lost(self, exc) -> None:
         self.fd = -1  # the transport closes the socket: its number may be reused
@@ -80,18 +91,17 @@ class Link(asyncio.BufferedProtocol):
         self.login_q.put_nowait(self.error)
         if not self.closed.done():
             self.closed.set_result(None)
-        self.session._conn_lost(self)
+        self.owner.link_lost(self)
 
     def pause_writing(self) -> None:
         self.paused = True
 
     def resume_writing(self) -> None:
         self.paused = False
-        self.session._pump()
+        self.owner.link_writable()
 
     # ------------------------------------------------------------------------------
-    def _login_pdu(self, bhs: bytes, ahs: bytes, data) -> None:
-        p = pdu.decode_pdu(bhs, ahs, data)
+    def _login_pdu(self, p: pdu.PDU) -> None:
         if isinstance(p, pdu.LoginResponse) and p.transit and p.nsg == 3 and p.status_class == 0:
             self.framer.hold = True  # what follows is full-feature traffic for the session's framer
         self.login_q.put_nowait(p)
@@ -197,9 +207,10 @@ class Link(asyncio.BufferedProtocol):
         return m
 
 
-async def dial(session: Session, cid: int, host: str, port: int, deadline: float) -> Link:
+async def dial(owner: LinkOwner, cid: int, host: str, port: int, deadline: float) -> Link:
+    """Connect a new link for ``owner`` to host:port by ``deadline`` (time.monotonic())."""
     loop = asyncio.get_running_loop()
-    conn = Link(session, cid)
+    conn = Link(owner, cid)
     conn.state.fire(Event.CONNECT)
     try:
         async with asyncio.timeout(max(0.01, deadline - time.monotonic())):

@@ -1,9 +1,10 @@
-"""Block backends: what the NBD bridge serves. A local file (for tests) and an iSCSI LUN.
+"""Block backends: what the NBD bridges serve. A local file (for tests) and an iSCSI LUN.
 
-The bridge (nbd.py) speaks only this interface: byte offsets and lengths that are multiples of
-``block_size``, plus flush/FUA/trim. `IscsiLun` maps them onto SCSI: READ(16)/WRITE(16) (FUA bit for
-FUA writes), SYNCHRONIZE CACHE(16) for flush, UNMAP for trim when the LUN advertises it (LBPME + VPD
-0xB2 LBPU). A failed command becomes `BlockError` with the errno the kernel is told.
+The bridges (nbd_ioctl, nbd_netlink) speak only this interface: byte offsets and lengths that are multiples
+of ``block_size``, plus flush/FUA/trim. `IscsiLun` maps them onto SCSI: READ(16)/WRITE(16) (FUA bit for FUA
+writes), SYNCHRONIZE CACHE(16) for flush, UNMAP for trim when the LUN advertises it (LBPME + VPD 0xB2 LBPU).
+A failed command becomes `BlockError` with the errno the kernel is told. No retry here: the session core
+sends a command answered with UNIT ATTENTION again (the one retry), and waits through recovery.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol
 from ..errors import ISCSIError
 from ..scsi import cdb
 from ..scsi import commands as scsi
-from ..scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST, UNIT_ATTENTION
+from ..scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
 
 
 class BlockError(Exception):
@@ -28,7 +29,7 @@ class BlockError(Exception):
 
 
 class BlockBackend(Protocol):
-    """What nbd.py serves. Offsets and lengths are in bytes and multiples of ``block_size``."""
+    """What the NBD bridges serve. Offsets and lengths are in bytes and multiples of ``block_size``."""
 
     block_size: int
     size: int
@@ -107,7 +108,7 @@ def errno_for(exc: BaseException) -> int:
 
 
 class IscsiLun:
-    """One LUN of a logged-in `transport.Session`, as a block backend. Build it with `open`."""
+    """One LUN of a logged-in `io.session.Session`, as a block backend. Build it with `open`."""
 
     def __init__(self, session: scsi.SessionLike, lun: int, capacity: scsi.Capacity,
                  unmap: scsi.UnmapSupport | None, timeout: float | None = None) -> None:
@@ -126,7 +127,7 @@ class IscsiLun:
     @classmethod
     async def open(cls, session: scsi.SessionLike, lun: int, timeout: float | None = None) -> IscsiLun:
         """Ask the LUN its block size and size (READ CAPACITY) and whether it supports UNMAP."""
-        cap = await _retry_ua(lambda: scsi.read_capacity(session, lun, timeout))
+        cap = await scsi.read_capacity(session, lun, timeout)
         try:
             unmap = await scsi.unmap_support(session, lun, timeout)
         except scsi.SCSIError:
@@ -164,20 +165,10 @@ class IscsiLun:
     async def _run(self, command: bytes, what: str, *, read_len: int = 0,
                    data_out: bytes | memoryview | None = None):
         try:
-            return await _retry_ua(lambda: scsi.run(self.session, self.lun, command, what, read_len=read_len,
-                                                    data_out=data_out, timeout=self.timeout))
+            return await scsi.run(self.session, self.lun, command, what, read_len=read_len, data_out=data_out,
+                                  timeout=self.timeout)
         except scsi.SCSIError as e:
             raise BlockError(errno_for(e), str(e)) from e
         except ISCSIError as e:          # SessionFailed after the replacement timeout, CommandTimeout...
             raise BlockError(errno.EIO, f"{what}: {e}") from e
 
-
-async def _retry_ua(make, attempts: int = 3):
-    """Run ``make()``; retry on UNIT ATTENTION (a reset or relogin reports one; the I/O itself is fine)."""
-    for attempt in range(attempts):
-        try:
-            return await make()
-        except scsi.SCSIError as e:
-            if e.key != UNIT_ATTENTION or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")

@@ -6,8 +6,9 @@ handle, and replies may come back in any order). NBD_DO_IT blocks for the life o
 in its own thread **with every signal blocked**: a signal landing in that thread (a SIGCHLD from mkfs,
 say) interrupts the ioctl and the kernel tears the device down (../shared/VM-NOTES.md).
 
-The request/reply codec at the top is pure. Linux only; attaching needs root (opening /dev/nbdN).
-nbd_netlink.KeptDevice is the same server attached over NBD netlink instead: it survives a restart.
+`NbdDevice` is also the request server every bridge shares (the codec is `nbd_wire`, the sysfs queries
+`nbd_sysfs`). Linux only; attaching needs root (opening /dev/nbdN). nbd_netlink.KeptDevice is the same server
+attached over NBD netlink instead: it survives a restart.
 """
 
 from __future__ import annotations
@@ -20,76 +21,40 @@ import logging
 import os
 import signal
 import socket
-import struct
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .backends import BlockBackend, BlockError
+from .nbd_sysfs import device_indexes, is_connected, sectors, users
+from .nbd_wire import (
+    CMD_DISC,
+    CMD_FLUSH,
+    CMD_NAMES,
+    CMD_READ,
+    CMD_TRIM,
+    CMD_WRITE,
+    MAX_REQUEST,
+    NBD_CLEAR_QUE,
+    NBD_CLEAR_SOCK,
+    NBD_DISCONNECT,
+    NBD_DO_IT,
+    NBD_SET_BLKSIZE,
+    NBD_SET_FLAGS,
+    NBD_SET_SIZE_BLOCKS,
+    NBD_SET_SOCK,
+    REQUEST,
+    NbdError,
+    Request,
+    encode_reply,
+    parse_request,
+    transmission_flags,
+)
 
 log = logging.getLogger("uiscsid.nbd")
 
-# linux/nbd.h
-NBD_SET_SOCK, NBD_SET_BLKSIZE, NBD_DO_IT, NBD_CLEAR_SOCK = 0xAB00, 0xAB01, 0xAB03, 0xAB04
-NBD_CLEAR_QUE, NBD_SET_SIZE_BLOCKS, NBD_DISCONNECT, NBD_SET_TIMEOUT, NBD_SET_FLAGS = (
-    0xAB05, 0xAB07, 0xAB08, 0xAB09, 0xAB0A)
-FLAG_HAS_FLAGS, FLAG_READ_ONLY, FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM = 1, 2, 4, 8, 32
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_WRITE_ZEROES = 0, 1, 2, 3, 4, 6
-CMD_FLAG_FUA = 1
-CMD_NAMES = {CMD_READ: "read", CMD_WRITE: "write", CMD_DISC: "disconnect", CMD_FLUSH: "flush",
-             CMD_TRIM: "trim", CMD_WRITE_ZEROES: "write-zeroes"}
-REQUEST_MAGIC, REPLY_MAGIC = 0x25609513, 0x67446698
-REQUEST = struct.Struct(">IHHQQI")     # magic, command flags, type, handle, offset, length (28 bytes)
-REPLY = struct.Struct(">IIQ")          # magic, error, handle (16 bytes)
-MAX_REQUEST = 32 << 20                 # the kernel's nbd max_hw_sectors (65536 * 512)
-SYS_BLOCK = Path("/sys/block")
 # Indexes this process is setting up or serving. The kernel's own busy check (NBD_SET_SOCK -> EBUSY)
 # does not fire for a second socket from the *same* task before DO_IT, so we keep our own list.
 _claimed: set[int] = set()
-
-
-class NbdError(Exception):
-    """The bridge cannot attach or the kernel spoke nonsense."""
-
-
-@dataclass(frozen=True)
-class Request:
-    cmd: int
-    flags: int
-    handle: int
-    offset: int
-    length: int
-
-    @property
-    def fua(self) -> bool:
-        return bool(self.flags & CMD_FLAG_FUA)
-
-
-def parse_request(data: bytes) -> Request:
-    """Decode one 28-byte request header; refuse a bad magic or an oversized length."""
-    magic, flags, cmd, handle, offset, length = REQUEST.unpack(data)
-    if magic != REQUEST_MAGIC:
-        raise NbdError(f"bad NBD request magic 0x{magic:08x}")
-    if cmd in (CMD_READ, CMD_WRITE) and length > MAX_REQUEST:
-        raise NbdError(f"NBD {CMD_NAMES[cmd]} of {length} bytes is larger than {MAX_REQUEST}")
-    return Request(cmd, flags, handle, offset, length)
-
-
-def encode_request(req: Request) -> bytes:
-    return REQUEST.pack(REQUEST_MAGIC, req.flags, req.cmd, req.handle, req.offset, req.length)
-
-
-def encode_reply(handle: int, error: int = 0) -> bytes:
-    return REPLY.pack(REPLY_MAGIC, error, handle)
-
-
-def transmission_flags(backend: BlockBackend) -> int:
-    flags = FLAG_HAS_FLAGS
-    flags |= FLAG_READ_ONLY if backend.read_only else 0
-    flags |= FLAG_SEND_FLUSH if backend.can_flush else 0
-    flags |= FLAG_SEND_FUA if backend.can_fua else 0
-    flags |= FLAG_SEND_TRIM if backend.can_trim else 0
-    return flags
 
 
 @dataclass
@@ -104,46 +69,6 @@ class Stats:
     errors_by_errno: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
-
-
-def _nbd_index(name: str) -> int | None:
-    return int(name[3:]) if name.startswith("nbd") and name[3:].isdigit() else None
-
-
-def device_indexes() -> list[int]:
-    return sorted(i for p in SYS_BLOCK.glob("nbd*") if (i := _nbd_index(p.name)) is not None)
-
-
-def is_connected(index: int) -> bool:
-    """True while a server (any process) serves /dev/nbdN: the kernel shows its pid then."""
-    return (SYS_BLOCK / f"nbd{index}" / "pid").exists()
-
-
-def sectors(index: int) -> int:
-    """The size the kernel shows for /dev/nbdN, in 512-byte sectors (0 until it is set)."""
-    try:
-        return int((SYS_BLOCK / f"nbd{index}" / "size").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
-def users(index: int) -> list[str]:
-    """Why /dev/nbdN (or one of its partitions) must not be detached: mount points and holders."""
-    base = SYS_BLOCK / f"nbd{index}"
-    devs = set()
-    for d in [base, *base.glob(f"nbd{index}p*")]:
-        with contextlib.suppress(OSError):
-            devs.add((d / "dev").read_text().strip())
-    found = []
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 4 and parts[2] in devs:
-                found.append(f"mounted on {parts[4]}")
-    for d in [base, *base.glob(f"nbd{index}p*")]:
-        with contextlib.suppress(OSError):
-            found += [f"held by {h.name}" for h in (d / "holders").iterdir()]
-    return found
 
 
 class NbdDevice:

@@ -15,11 +15,12 @@ import logging
 import os
 import socket
 import struct
-from pathlib import Path
 from typing import Self
 
 from .backends import BlockBackend
-from .nbd_ioctl import MAX_REQUEST, NbdDevice, NbdError, is_connected, sectors, transmission_flags
+from .nbd_ioctl import NbdDevice
+from .nbd_sysfs import find_by_identifier, is_connected, sectors
+from .nbd_wire import MAX_REQUEST, NbdError, transmission_flags
 
 log = logging.getLogger("uiscsid.nbd")
 
@@ -135,15 +136,6 @@ class Genl:
                 if kind == NLMSG_DONE:
                     return result
                 result.update(parse_attrs(body[_GENLHDR.size:]))
-
-
-def find_by_identifier(identifier: str) -> int | None:
-    """The /dev/nbdN the kernel keeps for ``identifier`` (its backend file), if any."""
-    for p in Path("/sys/block").glob("nbd*"):
-        with contextlib.suppress(OSError, ValueError):
-            if (p / "backend").read_text().strip() == identifier:
-                return int(p.name[3:])
-    return None
 
 
 def connect(sock_fd: int, size: int, block_size: int, server_flags: int, identifier: str,

@@ -22,9 +22,10 @@ from ..errors import (
     TargetProtocolError,
 )
 from . import pdu
+from .addressing import PortalError, parse_portal
 from .chap import ChapInitiator
 from .keys import KEYS, MAX_DSL, Negotiated, Negotiator, Proposals, check_answer, parse_number
-from .text import decode_text, encode_text, parse_portal, split_chunks
+from .text import decode_text, encode_text, split_chunks
 
 __all__ = ["TRANSITIONS", "Event", "LoginMachine", "LoginParams", "Negotiated", "Stage", "State"]
 
@@ -283,7 +284,7 @@ class LoginMachine:
             if addr:
                 try:
                     portal = parse_portal(addr)
-                except TargetProtocolError:
+                except PortalError:
                     portal = None
             kind = {1: "temporarily", 2: "permanently"}.get(det, "")
             return LoginRedirect(f"target moved {kind} to {addr or '(no TargetAddress given)'} {code}",

@@ -1,9 +1,16 @@
 """Session-wide full-feature phase, sans-IO: task table, CmdSN window, SCSI data transfer, NOP, TMF, Text, Logout.
 
-`SessionCore` takes received PDUs (as raw BHS/AHS/data from `connection.Framer`) and gives out buffers to send
-and finished tasks; it never touches a socket. The hot paths (SCSI Command, Data-Out, Data-In, SCSI
-Response, R2T) pack and unpack BHS fields with `struct` directly instead of building PDU objects.
-The task record and sequence-number helpers live in `task`.
+`SessionCore` takes received PDUs (as raw BHS/AHS/data from `framer.Framer`) and gives out buffers to send,
+finished tasks and target events (`events`); it never touches a socket or a clock. The hot paths (SCSI
+Command, Data-Out, Data-In, SCSI Response, R2T) pack and unpack BHS fields with `struct` directly instead of
+building PDU objects. The task record and sequence-number helpers live in `task`.
+
+The one UNIT ATTENTION retry lives here: a command answered with a UNIT ATTENTION was not run (the unit
+reports a reset, or the I_T nexus loss a reinstatement causes), so it is queued to be sent again, up to
+`UA_RETRIES` times per login. Nothing above retries a UNIT ATTENTION again.
+
+The module is long on purpose: every opcode's handler reads and writes the same task table and CmdSN
+window; the state machines (`connection`, `session_state`) and the task record (`task`) are apart already.
 """
 
 from __future__ import annotations
@@ -12,16 +19,15 @@ import struct
 from collections.abc import Iterable
 
 from ..errors import ConnectionLost, ISCSIError, LocalProtocolError, TargetProtocolError
+from ..scsi.lun import lun_to_wire
+from ..scsi.sense import CHECK_CONDITION, is_unit_attention
 from . import pdu
 from .connection import TRANSITIONS, Connection, Event
+from .events import ConnectionDropped, LogoutRequested, Rejected, ScsiEventReported, TargetEvent
 from .pdu import RESERVED_TAG, Op, crc32c, pad_len
-from .task import MASK, Task, encode_lun, sense_key, sn_le, sn_lt
+from .task import MASK, Task, sn_le, sn_lt
 
-__all__ = ["MASK", "SessionCore", "Task", "encode_lun", "sense_key", "sn_le", "sn_lt"]
-
-CHECK_CONDITION = 0x02
-UNIT_ATTENTION = 6
-UA_RETRIES = 3
+UA_RETRIES = 3  # per command and login: a reinstatement resets the count (each login may report its own UA)
 
 # BHS layouts: op, flags, rsvd/response+status, AHS<<24|DSL, LUN, ITT, then opcode-specific words.
 _CMD = struct.Struct(">BBHIQIIII16s")           # SCSI Command: EDTL, CmdSN, ExpStatSN, CDB
@@ -44,7 +50,7 @@ class SessionCore:
         self.out: list[tuple[Connection, list]] = []   # (connection, buffers) to send, in order
         self.done: list[Task] = []                     # finished tasks (result or .error set)
         self.retry: list[Task] = []                    # SCSI tasks to issue again (UNIT ATTENTION)
-        self.events: list[tuple] = []                  # ("logout_request", cid, secs), ("drop", cid, event)...
+        self.events: list[TargetEvent] = []            # what the target asked for outside any command
         self._itt = 0
         self._discard = memoryview(bytearray(pdu.LOGIN_MAX_DATA))
         self._forgotten: dict[int, None] = {}
@@ -72,7 +78,8 @@ class SessionCore:
                 best = c
         return best
 
-    def _new_itt(self) -> int:
+    def new_itt(self) -> int:
+        """A task tag no outstanding task uses."""
         itt = self._itt
         while True:
             itt = itt + 1 if itt < 0xFFFFFFFE else 1
@@ -81,7 +88,7 @@ class SessionCore:
                 return itt
 
     def _register(self, kind: str) -> Task:
-        t = Task(self._new_itt(), kind)
+        t = Task(self.new_itt(), kind)
         self.tasks[t.itt] = t
         return t
 
@@ -105,7 +112,7 @@ class SessionCore:
         if len(cdb) > 16:
             raise LocalProtocolError("CDBs over 16 bytes are not supported")
         t = self._register("scsi")
-        t.lun = encode_lun(lun)
+        t.lun = lun_to_wire(lun)
         t.cdb = bytes(cdb)
         if read_into is not None:
             read_len = len(read_into)
@@ -292,7 +299,7 @@ class SessionCore:
         self._complete_scsi(t)
 
     def _complete_scsi(self, t: Task) -> None:
-        if t.status == CHECK_CONDITION and t.retries < UA_RETRIES and sense_key(t.sense)[0] == UNIT_ATTENTION:
+        if t.status == CHECK_CONDITION and t.retries < UA_RETRIES and is_unit_attention(t.status, t.sense):
             # A UA (power on, reset, I_T nexus loss after a relogin...) says nothing about this command:
             # send it again rather than surface an error the caller cannot act on.
             t.retries += 1
@@ -339,7 +346,7 @@ class SessionCore:
             itt = _ITT.unpack_from(rejected, 16)[0] if len(rejected) >= 20 else RESERVED_TAG
             t = self.tasks.get(itt)
             if t is None:
-                self.events.append(("reject", conn.cid, p.describe()))
+                self.events.append(Rejected(conn.cid, p.describe()))
                 return
             t.error = TargetProtocolError(f"the target rejected a PDU: {p.describe()}")
             self._finish(t)
@@ -363,15 +370,15 @@ class SessionCore:
         if ev == pdu.AsyncEvent.LOGOUT_REQUEST:
             if conn.usable:
                 conn.fire(Event.LOGOUT_REQUESTED)
-                self.events.append(("logout_request", conn.cid, p.param3))
+                self.events.append(LogoutRequested(conn.cid, p.param3))
         elif ev in (pdu.AsyncEvent.CONNECTION_DROP, pdu.AsyncEvent.SESSION_DROP):
             if (conn.state, Event.DROPPED) in TRANSITIONS:
                 conn.fire(Event.DROPPED)
-            self.events.append(("drop", conn.cid, ev, p.param2))
+            self.events.append(ConnectionDropped(conn.cid, ev, p.param2))
         elif ev == pdu.AsyncEvent.NEGOTIATION_REQUEST:
-            self.events.append(("logout_request", conn.cid, 0))  # we never renegotiate in place
+            self.events.append(LogoutRequested(conn.cid, 0))  # we never renegotiate in place
         elif ev == pdu.AsyncEvent.SCSI_EVENT:
-            self.events.append(("scsi_event", conn.cid, bytes(p.data[2:])))
+            self.events.append(ScsiEventReported(conn.cid, bytes(p.data[2:])))
         # TASK_TERMINATION and vendor events need no action at ERL 0
 
     # ----------------------------------------------------------------- recovery

@@ -1,4 +1,4 @@
-"""The task record and the small pure helpers the session core builds on.
+"""The task record and the serial-number arithmetic the session core builds on.
 
 `Task` is one outstanding request (a SCSI command, or a NOP/TMF/Text/Logout awaiting its response), with
 ``__slots__`` because one is created per command on the data path. Sequence numbers compare with
@@ -8,8 +8,6 @@ serial-number arithmetic (RFC 1982, 32 bits).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-from ..errors import LocalProtocolError
 
 if TYPE_CHECKING:
     from ..errors import ISCSIError
@@ -26,25 +24,6 @@ def sn_lt(a: int, b: int) -> bool:
 
 def sn_le(a: int, b: int) -> bool:
     return a == b or sn_lt(a, b)
-
-
-def encode_lun(lun: int) -> int:
-    """The 8-byte LUN field (SAM): peripheral addressing below 256, flat addressing up to 16383."""
-    if 0 <= lun < 256:
-        return lun << 48
-    if lun < 16384:
-        return (0x4000 | lun) << 48
-    raise LocalProtocolError(f"LUN {lun} cannot be encoded (0..16383)")
-
-
-def sense_key(sense: bytes) -> tuple[int, int, int]:
-    """(key, asc, ascq) of fixed or descriptor sense data; (0, 0, 0) if too short."""
-    if len(sense) >= 4 and sense[0] & 0x7F in (0x72, 0x73):
-        return sense[1] & 0x0F, sense[2], sense[3]
-    if len(sense) >= 14 and sense[0] & 0x7F in (0x70, 0x71):
-        return sense[2] & 0x0F, sense[12], sense[13]
-    return 0, 0, 0
-
 
 
 class Task:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from ..errors import LocalProtocolError, TargetProtocolError
 from . import pdu
+from .addressing import Portal, PortalError, parse_portal
 
 MAX_KEY = 63  # RFC 7143 6.1: key names up to 63 bytes
 MAX_VALUE = 8192  # individual values are 255 bytes; binary CHAP values and lists may be longer: bounded here
 MAX_TEXT = 1 << 20  # a whole (reassembled) text response; SendTargets of many targets fits easily
 _KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9.\-+@_#]*\Z")
-DEFAULT_PORT = 3260
 
 
 def encode_text(pairs: list[tuple[str, str]] | tuple[tuple[str, str], ...]) -> bytes:
@@ -80,28 +80,10 @@ def split_chunks(data: bytes, limit: int) -> list[bytes]:
     return chunks
 
 
-def parse_portal(text: str, default_tpgt: int = 1) -> tuple[str, int, int]:
-    """``host[:port][,tpgt]`` (IPv6 in brackets) -> (host, port, tpgt)."""
-    addr, _, tag = text.partition(",")
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", addr.strip())
-    if not m:
-        raise TargetProtocolError(f"malformed TargetAddress {text!r}")
-    host = m.group(1) or m.group(3)
-    port_s = m.group(2) or m.group(4)
-    try:
-        port = int(port_s) if port_s else DEFAULT_PORT
-        tpgt = int(tag) if tag else default_tpgt
-    except ValueError:
-        raise TargetProtocolError(f"malformed TargetAddress {text!r}") from None
-    if not (0 < port < 65536 and 0 <= tpgt < 65536):
-        raise TargetProtocolError(f"TargetAddress {text!r}: port or portal group tag out of range")
-    return host, port, tpgt
-
-
 @dataclass
 class DiscoveredTarget:
     name: str
-    portals: list[tuple[str, int, int]] = field(default_factory=list)  # (host, port, tpgt)
+    portals: list[Portal] = field(default_factory=list)
 
 
 def parse_sendtargets(pairs: list[tuple[str, str]]) -> list[DiscoveredTarget]:
@@ -113,7 +95,10 @@ def parse_sendtargets(pairs: list[tuple[str, str]]) -> list[DiscoveredTarget]:
         elif key == "TargetAddress":
             if not targets:
                 raise TargetProtocolError(f"SendTargets: TargetAddress={value!r} before any TargetName")
-            targets[-1].portals.append(parse_portal(value))
+            try:
+                targets[-1].portals.append(parse_portal(value))
+            except PortalError as e:
+                raise TargetProtocolError(f"malformed TargetAddress {value!r}: {e}") from None
     return targets
 
 

@@ -1,4 +1,4 @@
-"""SCSI CDB builders and the 8-byte LUN field (SPC-4, SBC-3, SAM-5). Pure: bytes out, no state.
+"""SCSI CDB builders (SPC-4, SBC-3). Pure: bytes out, no state.
 
 Names follow the commands: ``inquiry()``, ``vpd(page)``, ``read_capacity16()``, ``read10(lba, n)``...
 ``read_cdb``/``write_cdb`` pick the 10-byte form when it fits and the 16-byte form otherwise.
@@ -12,26 +12,6 @@ from ..errors import LocalProtocolError
 
 _Q = struct.Struct(">Q")
 _I = struct.Struct(">I")
-
-
-def lun_to_wire(lun: int) -> int:
-    """The 8-byte LUN field (SAM-5 4.7) for LUN ``lun``: peripheral form below 256, flat space to 16383."""
-    if 0 <= lun < 256:
-        return lun << 48
-    if lun < 0x4000:
-        return (0x4000 | lun) << 48
-    raise LocalProtocolError(f"LUN {lun} is outside 0..16383 (single-level addressing)")
-
-
-def lun_from_wire(field: int | bytes) -> int:
-    """Inverse of `lun_to_wire`; hierarchical or other forms come back as the raw 64-bit field."""
-    b = field if isinstance(field, bytes | bytearray) else _Q.pack(field)
-    if not any(b[2:8]):
-        if b[0] == 0:
-            return b[1]
-        if b[0] >> 6 == 1:
-            return ((b[0] & 0x3F) << 8) | b[1]
-    return int.from_bytes(b, "big")
 
 
 def test_unit_ready() -> bytes:

@@ -1,79 +1,29 @@
-"""SCSI for a block device over iSCSI: response parsers, `SCSIError`, and async conveniences.
+"""SCSI commands for a block device, run through an iSCSI session, and `SCSIError`. No I/O of their own.
 
-The parsers are pure (SPC-4 / SBC-3 byte layouts); CDB builders live in cdb.py (``scsi.cdb.read10``),
-VPD page parsers in vpd.py and sense decoding in sense.py, all re-exported here. The ``async`` helpers
-at the bottom run one command through anything with the `Session.execute` signature of
-initiator/transport.py and raise `SCSIError` on a non-GOOD status, so callers read like
-``cap = await scsi.read_capacity(session, lun)``.
+Each helper runs one command through anything with the `io.session.Session.execute` signature
+(`SessionLike`, so this layer imports no session) and raises `SCSIError` on a status other than GOOD, so
+callers read like ``cap = await commands.read_capacity(session, lun)``. CDBs come from `cdb`, the replies
+are decoded by `parsers` and `vpd`. A UNIT ATTENTION never reaches these helpers unless it repeats: the
+session core sends such a command again (the one retry, see `protocol.session`).
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import ISCSIError, LocalProtocolError, TargetProtocolError
 from . import cdb, vpd
-from .cdb import lun_from_wire, lun_to_wire
-from .sense import ILLEGAL_REQUEST, UNIT_ATTENTION, Sense, describe_status, parse_sense
-from .vpd import (
-    BlockLimits,
-    Designator,
-    Provisioning,
-    parse_block_limits,
-    parse_device_id,
-    parse_provisioning,
-    parse_supported_pages,
-    parse_unit_serial,
+from .parsers import (
+    Capacity,
+    Inquiry,
+    parse_inquiry,
+    parse_read_capacity10,
+    parse_read_capacity16,
+    parse_report_luns,
 )
-
-__all__ = [
-    "CHECK_CONDITION",
-    "GOOD",
-    "BlockLimits",
-    "Capacity",
-    "Designator",
-    "Inquiry",
-    "Provisioning",
-    "SCSIError",
-    "Sense",
-    "SessionLike",
-    "UnmapSupport",
-    "cdb",
-    "inquiry",
-    "is_unit_attention",
-    "lun_from_wire",
-    "lun_to_wire",
-    "parse_block_limits",
-    "parse_device_id",
-    "parse_inquiry",
-    "parse_provisioning",
-    "parse_read_capacity10",
-    "parse_read_capacity16",
-    "parse_report_luns",
-    "parse_sense",
-    "parse_supported_pages",
-    "parse_unit_serial",
-    "read",
-    "read_capacity",
-    "report_luns",
-    "run",
-    "split_unmap",
-    "sync_cache",
-    "test_unit_ready",
-    "unmap",
-    "unmap_support",
-    "vpd",
-    "vpd_page",
-    "write",
-]
-
-GOOD, CHECK_CONDITION = 0x00, 0x02
-DEVICE_TYPES = {0x00: "disk", 0x01: "tape", 0x05: "cd/dvd", 0x07: "optical", 0x0C: "storage array",
-                0x0D: "enclosure", 0x0E: "simplified disk", 0x1F: "unknown/no device"}
-
-_I = struct.Struct(">I")
+from .sense import GOOD, ILLEGAL_REQUEST, Sense, describe_status, parse_sense
+from .vpd import BlockLimits, parse_block_limits, parse_provisioning, parse_supported_pages
 
 
 class SCSIError(ISCSIError):
@@ -89,101 +39,6 @@ class SCSIError(ISCSIError):
     @property
     def key(self) -> int | None:
         return self.sense.key if self.sense else None
-
-
-# ---------------------------------------------------------------------------------------- parsers
-
-
-@dataclass(frozen=True)
-class Inquiry:
-    """Standard INQUIRY data (SPC-4 6.6.2)."""
-
-    qualifier: int
-    device_type: int
-    removable: bool
-    version: int
-    response_format: int
-    hisup: bool
-    tpgs: int
-    protect: bool
-    three_pc: bool
-    cmdque: bool
-    vendor: str
-    product: str
-    revision: str
-
-    @property
-    def device_type_name(self) -> str:
-        return DEVICE_TYPES.get(self.device_type, f"type 0x{self.device_type:02x}")
-
-    @property
-    def connected(self) -> bool:
-        """Qualifier 0: a device is connected at this LUN (3: no device can be here)."""
-        return self.qualifier == 0
-
-
-def _ascii(b: bytes) -> str:
-    return b.decode("ascii", "replace").strip(" \0")
-
-
-def parse_inquiry(data: bytes | bytearray | memoryview) -> Inquiry:
-    """Standard INQUIRY response; at least the 36 mandatory bytes are required."""
-    b = bytes(data)
-    if len(b) < 36:
-        raise TargetProtocolError(f"standard INQUIRY data is {len(b)} bytes, at least 36 are required")
-    return Inquiry(qualifier=b[0] >> 5, device_type=b[0] & 0x1F, removable=bool(b[1] & 0x80), version=b[2],
-                   response_format=b[3] & 0xF, hisup=bool(b[3] & 0x10), tpgs=(b[5] >> 4) & 3,
-                   protect=bool(b[5] & 1), three_pc=bool(b[5] & 8), cmdque=bool(b[7] & 2),
-                   vendor=_ascii(b[8:16]), product=_ascii(b[16:32]), revision=_ascii(b[32:36]))
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """READ CAPACITY result. ``blocks`` is the count (last LBA + 1). lbpme/lbprz are False from RC(10)."""
-
-    block_size: int
-    blocks: int
-    lbpme: bool = False
-    lbprz: bool = False
-    physical_exponent: int = 0
-    lowest_aligned: int = 0
-    protection: bool = False
-
-    @property
-    def size(self) -> int:
-        return self.block_size * self.blocks
-
-
-def parse_read_capacity10(data: bytes | bytearray | memoryview) -> Capacity:
-    """READ CAPACITY(10): last LBA 0xFFFFFFFF means "too big, ask with (16)" (callers check)."""
-    b = bytes(data)
-    if len(b) < 8:
-        raise TargetProtocolError(f"READ CAPACITY(10) returned {len(b)} bytes, 8 are required")
-    last, size = struct.unpack_from(">II", b)
-    return Capacity(block_size=size, blocks=last + 1)
-
-
-def parse_read_capacity16(data: bytes | bytearray | memoryview) -> Capacity:
-    b = bytes(data)
-    if len(b) < 12:
-        raise TargetProtocolError(f"READ CAPACITY(16) returned {len(b)} bytes, at least 12 are required")
-    last, size = struct.unpack_from(">QI", b)
-    b = b.ljust(32, b"\0")
-    return Capacity(block_size=size, blocks=last + 1, protection=bool(b[12] & 1),
-                    physical_exponent=b[13] & 0xF, lbpme=bool(b[14] & 0x80), lbprz=bool(b[14] & 0x40),
-                    lowest_aligned=((b[14] & 0x3F) << 8) | b[15])
-
-
-def parse_report_luns(data: bytes | bytearray | memoryview) -> list[int]:
-    """REPORT LUNS: the LUN numbers listed (as much of the list as arrived)."""
-    b = bytes(data)
-    if len(b) < 8:
-        raise TargetProtocolError(f"REPORT LUNS returned {len(b)} bytes, at least 8 are required")
-    length = _I.unpack_from(b)[0]
-    if length % 8:
-        raise TargetProtocolError(f"REPORT LUNS list length {length} is not a multiple of 8")
-    body = b[8:8 + length]
-    return [lun_from_wire(body[i:i + 8]) for i in range(0, len(body) - 7, 8)]
 
 
 # ------------------------------------------------------------------------------ async conveniences
@@ -252,8 +107,9 @@ async def report_luns(session: SessionLike, lun: int = 0, timeout: float | None 
     alloc = 16 + 8 * 256
     res = await run(session, lun, cdb.report_luns(alloc), "REPORT LUNS", read_len=alloc, timeout=timeout)
     data = bytes(res.data)
-    if len(data) >= 4 and 8 + _I.unpack_from(data)[0] > alloc:
-        alloc = min(8 + _I.unpack_from(data)[0], 1 << 20)
+    listed = int.from_bytes(data[:4], "big") if len(data) >= 4 else 0
+    if 8 + listed > alloc:
+        alloc = min(8 + listed, 1 << 20)
         res = await run(session, lun, cdb.report_luns(alloc), "REPORT LUNS", read_len=alloc, timeout=timeout)
         data = bytes(res.data)
     return parse_report_luns(data)
@@ -339,7 +195,3 @@ async def unmap(session: SessionLike, lun: int, extents: list[tuple[int, int]],
         params = cdb.unmap_parameters(chunk)
         await run(session, lun, cdb.unmap(len(params)), "UNMAP", data_out=params, timeout=timeout)
 
-
-def is_unit_attention(err: BaseException) -> bool:
-    """True for a CHECK CONDITION carrying UNIT ATTENTION (worth one retry after a reset)."""
-    return isinstance(err, SCSIError) and err.key == UNIT_ATTENTION

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GOOD, CHECK_CONDITION = 0x00, 0x02
 STATUS_NAMES: dict[int, str] = {
     0x00: "GOOD",
     0x02: "CHECK CONDITION",
@@ -212,8 +213,14 @@ def _descriptor_information(b: bytes) -> int | None:
 
 def describe_status(status: int, sense: bytes | bytearray | memoryview = b"") -> str:
     """One line for a failed command: the status, and for CHECK CONDITION the decoded sense."""
-    if status == 0x02 and sense:
+    if status == CHECK_CONDITION and sense:
         return f"{status_name(status)}, {parse_sense(sense).description}"
-    if status == 0x02:
+    if status == CHECK_CONDITION:
         return f"{status_name(status)} without sense data"
     return status_name(status)
+
+
+def is_unit_attention(status: int, sense: bytes | bytearray | memoryview) -> bool:
+    """CHECK CONDITION with sense key UNIT ATTENTION: the unit did not run the command (it reports a reset,
+    a power on, an I_T nexus loss after a relogin...), so the same command may simply be sent again."""
+    return status == CHECK_CONDITION and bool(sense) and parse_sense(sense).key == UNIT_ATTENTION
