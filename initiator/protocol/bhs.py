@@ -67,9 +67,7 @@ def u24(b: bytes | memoryview, off: int) -> int:
     return (b[off] << 16) | (b[off + 1] << 8) | b[off + 2]
 
 
-U32 = struct.Struct(">I")
-U16 = struct.Struct(">H")
-U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
 
 
 @dataclass(slots=True)
@@ -106,7 +104,7 @@ class PDU:
         b[5] = (dsl >> 16) & 0xFF
         b[6] = (dsl >> 8) & 0xFF
         b[7] = dsl & 0xFF
-        U32.pack_into(b, 16, self.itt)
+        _U32.pack_into(b, 16, self.itt)
         self._pack(b)
         return b
 

@@ -6,10 +6,15 @@ SCSI Response, R2T) are never built on the data path: `session` reads their fiel
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .bhs import BHS_LEN, PDU, RESERVED_TAG, U16, U32, U64, Op
+from .bhs import BHS_LEN, PDU, RESERVED_TAG, Op
+
+# Each PDU module keeps its own Struct objects: CPython 3.11 compiles ``NAME.method()`` without its fast
+# method call when NAME was imported, which made encoding a quarter slower when these came from `bhs`.
+_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 
 
 @dataclass(slots=True)
@@ -22,14 +27,14 @@ class _TargetPDU(PDU):
     maxcmdsn: int = 0
 
     def _pack_sn(self, b: bytearray) -> None:
-        U32.pack_into(b, 24, self.statsn)
-        U32.pack_into(b, 28, self.expcmdsn)
-        U32.pack_into(b, 32, self.maxcmdsn)
+        _U32.pack_into(b, 24, self.statsn)
+        _U32.pack_into(b, 28, self.expcmdsn)
+        _U32.pack_into(b, 32, self.maxcmdsn)
 
     @staticmethod
     def _sn(b) -> dict:
-        return {"itt": U32.unpack_from(b, 16)[0], "statsn": U32.unpack_from(b, 24)[0],
-                "expcmdsn": U32.unpack_from(b, 28)[0], "maxcmdsn": U32.unpack_from(b, 32)[0]}
+        return {"itt": _U32.unpack_from(b, 16)[0], "statsn": _U32.unpack_from(b, 24)[0],
+                "expcmdsn": _U32.unpack_from(b, 28)[0], "maxcmdsn": _U32.unpack_from(b, 32)[0]}
 
 
 @dataclass(slots=True)
@@ -40,13 +45,13 @@ class NopIn(_TargetPDU):
 
     def _pack(self, b: bytearray) -> None:
         b[1] = 0x80
-        U64.pack_into(b, 8, self.lun)
-        U32.pack_into(b, 20, self.ttt)
+        _U64.pack_into(b, 8, self.lun)
+        _U32.pack_into(b, 20, self.ttt)
         self._pack_sn(b)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
-        return cls(ahs=ahs, data=data, lun=U64.unpack_from(b, 8)[0], ttt=U32.unpack_from(b, 20)[0], **cls._sn(b))
+        return cls(ahs=ahs, data=data, lun=_U64.unpack_from(b, 8)[0], ttt=_U32.unpack_from(b, 20)[0], **cls._sn(b))
 
 
 @dataclass(slots=True)
@@ -68,19 +73,19 @@ class ScsiResponse(_TargetPDU):
             0x04 if self.overflow else 0) | (0x02 if self.underflow else 0)
         b[2] = self.response
         b[3] = self.status
-        U32.pack_into(b, 20, self.snack_tag)
+        _U32.pack_into(b, 20, self.snack_tag)
         self._pack_sn(b)
-        U32.pack_into(b, 36, self.expdatasn)
-        U32.pack_into(b, 40, self.bidi_residual)
-        U32.pack_into(b, 44, self.residual)
+        _U32.pack_into(b, 36, self.expdatasn)
+        _U32.pack_into(b, 40, self.bidi_residual)
+        _U32.pack_into(b, 44, self.residual)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
         f = b[1]
         return cls(ahs=ahs, data=data, bidi_overflow=bool(f & 0x10), bidi_underflow=bool(f & 0x08),
                    overflow=bool(f & 0x04), underflow=bool(f & 0x02), response=b[2], status=b[3],
-                   snack_tag=U32.unpack_from(b, 20)[0], expdatasn=U32.unpack_from(b, 36)[0],
-                   bidi_residual=U32.unpack_from(b, 40)[0], residual=U32.unpack_from(b, 44)[0], **cls._sn(b))
+                   snack_tag=_U32.unpack_from(b, 20)[0], expdatasn=_U32.unpack_from(b, 36)[0],
+                   bidi_residual=_U32.unpack_from(b, 40)[0], residual=_U32.unpack_from(b, 44)[0], **cls._sn(b))
 
     @property
     def sense(self) -> bytes:
@@ -126,7 +131,7 @@ class LoginResponse(_TargetPDU):
         b[2] = self.version_max
         b[3] = self.version_active
         b[8:14] = self.isid
-        U16.pack_into(b, 14, self.tsih)
+        _U16.pack_into(b, 14, self.tsih)
         self._pack_sn(b)
         b[36] = self.status_class
         b[37] = self.status_detail
@@ -136,7 +141,7 @@ class LoginResponse(_TargetPDU):
         f = b[1]
         return cls(ahs=ahs, data=data, transit=bool(f & 0x80), cont=bool(f & 0x40), csg=(f >> 2) & 3,
                    nsg=f & 3, version_max=b[2], version_active=b[3], isid=bytes(b[8:14]),
-                   tsih=U16.unpack_from(b, 14)[0], status_class=b[36], status_detail=b[37], **cls._sn(b))
+                   tsih=_U16.unpack_from(b, 14)[0], status_class=b[36], status_detail=b[37], **cls._sn(b))
 
 
 @dataclass(slots=True)
@@ -149,14 +154,14 @@ class TextResponse(_TargetPDU):
 
     def _pack(self, b: bytearray) -> None:
         b[1] = (0x80 if self.final else 0) | (0x40 if self.cont else 0)
-        U64.pack_into(b, 8, self.lun)
-        U32.pack_into(b, 20, self.ttt)
+        _U64.pack_into(b, 8, self.lun)
+        _U32.pack_into(b, 20, self.ttt)
         self._pack_sn(b)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
         return cls(ahs=ahs, data=data, final=bool(b[1] & 0x80), cont=bool(b[1] & 0x40),
-                   lun=U64.unpack_from(b, 8)[0], ttt=U32.unpack_from(b, 20)[0], **cls._sn(b))
+                   lun=_U64.unpack_from(b, 8)[0], ttt=_U32.unpack_from(b, 20)[0], **cls._sn(b))
 
 
 @dataclass(slots=True)
@@ -178,21 +183,21 @@ class DataIn(_TargetPDU):
         b[1] = (0x80 if self.final else 0) | (0x40 if self.ack else 0) | (0x04 if self.overflow else 0) | (
             0x02 if self.underflow else 0) | (0x01 if self.has_status else 0)
         b[3] = self.status
-        U64.pack_into(b, 8, self.lun)
-        U32.pack_into(b, 20, self.ttt)
+        _U64.pack_into(b, 8, self.lun)
+        _U32.pack_into(b, 20, self.ttt)
         self._pack_sn(b)
-        U32.pack_into(b, 36, self.datasn)
-        U32.pack_into(b, 40, self.offset)
-        U32.pack_into(b, 44, self.residual)
+        _U32.pack_into(b, 36, self.datasn)
+        _U32.pack_into(b, 40, self.offset)
+        _U32.pack_into(b, 44, self.residual)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
         f = b[1]
         return cls(ahs=ahs, data=data, final=bool(f & 0x80), ack=bool(f & 0x40), overflow=bool(f & 0x04),
                    underflow=bool(f & 0x02), has_status=bool(f & 0x01), status=b[3],
-                   lun=U64.unpack_from(b, 8)[0], ttt=U32.unpack_from(b, 20)[0],
-                   datasn=U32.unpack_from(b, 36)[0], offset=U32.unpack_from(b, 40)[0],
-                   residual=U32.unpack_from(b, 44)[0], **cls._sn(b))
+                   lun=_U64.unpack_from(b, 8)[0], ttt=_U32.unpack_from(b, 20)[0],
+                   datasn=_U32.unpack_from(b, 36)[0], offset=_U32.unpack_from(b, 40)[0],
+                   residual=_U32.unpack_from(b, 44)[0], **cls._sn(b))
 
 
 @dataclass(slots=True)
@@ -206,13 +211,13 @@ class LogoutResponse(_TargetPDU):
         b[1] = 0x80
         b[2] = self.response
         self._pack_sn(b)
-        U16.pack_into(b, 40, self.time2wait)
-        U16.pack_into(b, 42, self.time2retain)
+        _U16.pack_into(b, 40, self.time2wait)
+        _U16.pack_into(b, 42, self.time2retain)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
-        return cls(ahs=ahs, data=data, response=b[2], time2wait=U16.unpack_from(b, 40)[0],
-                   time2retain=U16.unpack_from(b, 42)[0], **cls._sn(b))
+        return cls(ahs=ahs, data=data, response=b[2], time2wait=_U16.unpack_from(b, 40)[0],
+                   time2retain=_U16.unpack_from(b, 42)[0], **cls._sn(b))
 
 
 @dataclass(slots=True)
@@ -226,18 +231,18 @@ class R2T(_TargetPDU):
 
     def _pack(self, b: bytearray) -> None:
         b[1] = 0x80
-        U64.pack_into(b, 8, self.lun)
-        U32.pack_into(b, 20, self.ttt)
+        _U64.pack_into(b, 8, self.lun)
+        _U32.pack_into(b, 20, self.ttt)
         self._pack_sn(b)
-        U32.pack_into(b, 36, self.r2tsn)
-        U32.pack_into(b, 40, self.offset)
-        U32.pack_into(b, 44, self.length)
+        _U32.pack_into(b, 36, self.r2tsn)
+        _U32.pack_into(b, 40, self.offset)
+        _U32.pack_into(b, 44, self.length)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
-        return cls(ahs=ahs, data=data, lun=U64.unpack_from(b, 8)[0], ttt=U32.unpack_from(b, 20)[0],
-                   r2tsn=U32.unpack_from(b, 36)[0], offset=U32.unpack_from(b, 40)[0],
-                   length=U32.unpack_from(b, 44)[0], **cls._sn(b))
+        return cls(ahs=ahs, data=data, lun=_U64.unpack_from(b, 8)[0], ttt=_U32.unpack_from(b, 20)[0],
+                   r2tsn=_U32.unpack_from(b, 36)[0], offset=_U32.unpack_from(b, 40)[0],
+                   length=_U32.unpack_from(b, 44)[0], **cls._sn(b))
 
 
 class AsyncEvent:
@@ -264,19 +269,19 @@ class AsyncMessage(_TargetPDU):
 
     def _pack(self, b: bytearray) -> None:
         b[1] = 0x80
-        U64.pack_into(b, 8, self.lun)
+        _U64.pack_into(b, 8, self.lun)
         self._pack_sn(b)
         b[36] = self.event
         b[37] = self.vcode
-        U16.pack_into(b, 38, self.param1)
-        U16.pack_into(b, 40, self.param2)
-        U16.pack_into(b, 42, self.param3)
+        _U16.pack_into(b, 38, self.param1)
+        _U16.pack_into(b, 40, self.param2)
+        _U16.pack_into(b, 42, self.param3)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
-        return cls(ahs=ahs, data=data, lun=U64.unpack_from(b, 8)[0], event=b[36], vcode=b[37],
-                   param1=U16.unpack_from(b, 38)[0], param2=U16.unpack_from(b, 40)[0],
-                   param3=U16.unpack_from(b, 42)[0], **cls._sn(b))
+        return cls(ahs=ahs, data=data, lun=_U64.unpack_from(b, 8)[0], event=b[36], vcode=b[37],
+                   param1=_U16.unpack_from(b, 38)[0], param2=_U16.unpack_from(b, 40)[0],
+                   param3=_U16.unpack_from(b, 42)[0], **cls._sn(b))
 
 
 REJECT_REASONS = {
@@ -304,11 +309,11 @@ class Reject(_TargetPDU):
         b[1] = 0x80
         b[2] = self.reason
         self._pack_sn(b)
-        U32.pack_into(b, 36, self.datasn)
+        _U32.pack_into(b, 36, self.datasn)
 
     @classmethod
     def _unpack(cls, b, ahs, data):
-        return cls(ahs=ahs, data=data, reason=b[2], datasn=U32.unpack_from(b, 36)[0], **cls._sn(b))
+        return cls(ahs=ahs, data=data, reason=b[2], datasn=_U32.unpack_from(b, 36)[0], **cls._sn(b))
 
     @property
     def rejected_header(self) -> bytes:
