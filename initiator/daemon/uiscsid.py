@@ -1,7 +1,7 @@
 """uiscsid: keep iSCSI sessions and hand each LUN to the kernel as /dev/nbdN (OpenBSD iscsid's shape).
 
 It never reads a config file and never resolves a name: uiscsictl parses /etc/uiscsi.conf and pushes
-targets with IP addresses over the root-only control socket (control.py), so reconnects need no DNS.
+targets with IP addresses over the root-only control socket (`control`), so reconnects need no DNS.
 It flags itself no-broadcast-kill (iscsid_shim) so shutdown's kill sprees spare it, tells systemd it is
 ready through NOTIFY_SOCKET, and on SIGTERM flushes, detaches what is not mounted, logs out and exits
 (within 5 s). Mounted devices are never dropped by SIGTERM: with the ioctl bridge it keeps serving them
