@@ -23,6 +23,7 @@ import jinja2
 
 from fstab_tools.fstab import Entry, Fstab, FstabError, mangle
 from fstab_tools.netfs import is_network, is_network_fstype
+from initiator.daemon.wire import DEFAULT_SOCKET
 from rc import programs, udev
 
 INIT_SYSTEMS = ("systemd", "sysvinit", "busybox", "openbsd")
@@ -44,7 +45,7 @@ class Settings:
     uiscsictl: str = field(default_factory=lambda: programs.program("uiscsictl"))
     fstab: str = "/etc/fstab"
     config: str = "/etc/uiscsi.conf"
-    socket: str = "/run/uiscsid.sock"
+    socket: str = DEFAULT_SOCKET
     pidfile: str = "/run/uiscsid.pid"
     log: str = "/run/bootkit-rc.log"
     daemon_log: str = "/run/uiscsid.log"
