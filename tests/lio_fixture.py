@@ -19,10 +19,11 @@ import sys
 import pytest
 
 # initiator: everything the LIO tests use of it
-from initiator import pdu  # noqa: F401  (re-exported)
 from initiator.errors import AuthenticationError, ISCSIError, LoginError, NegotiationError  # noqa: F401
-from initiator.keys import Proposals  # noqa: F401
-from initiator.transport import SessionConfig, open_session  # noqa: F401
+from initiator.io.params import SessionParams  # noqa: F401
+from initiator.io.session import open_session  # noqa: F401
+from initiator.protocol import pdu  # noqa: F401  (re-exported)
+from initiator.protocol.keys import Proposals  # noqa: F401
 from vm.lio import Lio, LioGuest
 
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from tests.initiator.ctl.helpers import ok_json, one_line_error, uiscsictl
+from tests.initiator.protocol.test_login_targets import login, logout, params
 from tests.lio_fixture import AuthenticationError, NegotiationError
-from tests.test_ctl_target import ok_json, one_line_error, uiscsictl
-from tests.test_login_targets import login, logout, params
 from vm.lio import chap_algorithms_in
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]

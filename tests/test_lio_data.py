@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from tests.lio_fixture import SessionConfig, open_session
-from tests.test_ctl_target import ok_json, one_line_error, uiscsictl
+from tests.initiator.ctl.helpers import ok_json, one_line_error, uiscsictl
+from tests.lio_fixture import SessionParams, open_session
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
 
@@ -47,7 +47,7 @@ def test_lio_lists_our_session_while_we_are_logged_in(lio):
     t = lio()
 
     async def go():
-        s = await open_session(SessionConfig(t.host, t.port, INITIATOR, t.iqn, nop_interval=0))
+        s = await open_session(SessionParams(t.host, t.port, INITIATOR, t.iqn, nop_interval=0))
         try:
             return await asyncio.to_thread(t.read, "dynamic_sessions")
         finally:

@@ -25,9 +25,9 @@ import socket
 
 import pytest
 
-from tests.lio_fixture import Proposals, SessionConfig, open_session, pdu
+from tests.initiator.protocol.test_login_targets import login, logout, params
+from tests.lio_fixture import Proposals, SessionParams, open_session, pdu
 from tests.proxy import ResetProxy
-from tests.test_login_targets import login, logout, params
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
 
@@ -118,7 +118,7 @@ def test_lio_at_erl0_asks_for_no_data_ack_and_closes_the_connection_on_a_snack(l
 
 async def read_through_corrupting_proxy(t, erl: int, data: bytes) -> tuple[bytes, int, int]:
     with ResetProxy(t.host, t.port, corrupt_every=3 * MiB) as proxy:
-        s = await open_session(SessionConfig(proxy.host, proxy.port, "iqn.2026-11.test.bootkit:lio-erl1", t.iqn,
+        s = await open_session(SessionParams(proxy.host, proxy.port, "iqn.2026-11.test.bootkit:lio-erl1", t.iqn,
                                              nop_interval=0, header_digest=True, data_digest=True,
                                              proposals={"erl": erl}, login_timeout=10, replacement_timeout=30))
         try:

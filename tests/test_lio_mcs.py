@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from tests.lio_fixture import SessionConfig, open_session
-from tests.test_ctl_target import ok_json, uiscsictl
+from tests.initiator.ctl.helpers import ok_json, uiscsictl
+from tests.lio_fixture import SessionParams, open_session
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
 
@@ -24,7 +24,7 @@ def rw10(op: int, lba: int, blocks: int) -> bytes:
 async def both_sides(t, max_connections: int, data: bytes = b"") -> tuple[int, int, int, bytes]:
     """Log in asking for ``max_connections``; return (ours, negotiated, LIO's count, data read back)
     after writing ``data`` at LBA 0 in 256 KiB commands spread over the connections."""
-    s = await open_session(SessionConfig(t.host, t.port, INITIATOR, t.iqn, max_connections=max_connections,
+    s = await open_session(SessionParams(t.host, t.port, INITIATOR, t.iqn, max_connections=max_connections,
                                          nop_interval=0, header_digest=True))
     try:
         lio_count = await asyncio.to_thread(t.connections, INITIATOR)

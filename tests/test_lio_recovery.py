@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from tests.lio_fixture import SessionConfig, open_session
+from tests.lio_fixture import SessionParams, open_session
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
 
@@ -67,7 +67,7 @@ def test_erl0_recovery_when_lio_drops_the_session_mid_write_and_mid_read(lio):
     back = bytearray(size)
 
     async def go():
-        s = await open_session(SessionConfig(t.host, t.port, INITIATOR, t.iqn, nop_interval=0, header_digest=True,
+        s = await open_session(SessionParams(t.host, t.port, INITIATOR, t.iqn, nop_interval=0, header_digest=True,
                                              data_digest=True, login_timeout=10, replacement_timeout=60))
         try:
             w = await transfer(s, t, data, write=True, drop_at=4 * MiB)
@@ -95,7 +95,7 @@ def test_the_erl_agreed_with_lio_is_the_lower_offer_and_data_flows_at_it(lio, li
     async def go():
         got = []
         for offer in (0, 1, 2):
-            s = await open_session(SessionConfig(t.host, t.port, INITIATOR, t.iqn, nop_interval=0,
+            s = await open_session(SessionParams(t.host, t.port, INITIATOR, t.iqn, nop_interval=0,
                                                  header_digest=True, data_digest=True, proposals={"erl": offer}))
             try:
                 assert (await s.execute(0, rw10(0x2A, 2048, 2048), data_out=data)).status == 0
