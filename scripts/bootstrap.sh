@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   tgt istgt libiscsi-bin qemu-utils qemu-block-extra tshark
   qemu-system-x86 busybox-static shellcheck systemd kmod cpio iproute2 e2fsprogs util-linux procps
+  open-iscsi fio
 )
 
 missing=()
