@@ -10,6 +10,8 @@ machine hits both sides alike. The guest side is bench/guest/kernelpath.sh; the 
 
 Per workload it prints both medians, the median of the pairwise ratios ours/open-iscsi and the ratio of
 the medians, and says when those two disagree. TCG slows both sides; only the ratio means something.
+``--reference qemu-nbd`` adds a third side, qemu-nbd (C) serving a RAM file in the guest through the same
+kernel NBD driver with no network at all: the ceiling of any NBD-based design under TCG.
 The one-shot path (``uiscsictl perf``, no kernel) against libiscsi is bench/perfbench.py.
 
 Usage (from the repository root; takes about rounds x workloads x sides x (seconds + 2) + 60 s):
@@ -36,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GUEST_SCRIPT = HERE / "guest" / "kernelpath.sh"
 THEIRS = "open-iscsi"
+REFERENCE = "qemu-nbd"   # optional third side: the NBD hop alone, served by C from guest RAM
 ATTACH = {"nbd": ("nbd",), "netlink": ("netlink",), "both": ("nbd", "netlink")}
 BAR = 0.5               # issue 15: ours >= 0.5 x open-iscsi on every workload
 DISAGREE = 0.10         # the two ratio estimates differ by more than this (relative): say so
@@ -65,12 +68,13 @@ def fio_args(w: Workload, seconds: float) -> str:
             f"--runtime={seconds:g} --time_based --norandommap --randrepeat=0")
 
 
-def plan(workloads: list[Workload], rounds: int, ours: tuple[str, ...]) -> list[Run]:
-    """Per round and workload: each of our attach modes, with open-iscsi's run after the first (A B A ...)."""
+def plan(workloads: list[Workload], rounds: int, ours: tuple[str, ...], reference: bool = False) -> list[Run]:
+    """Per round and workload: each of our attach modes, with open-iscsi's run after the first (A B A ...),
+    and the qemu-nbd reference last when asked for."""
     runs = []
     for rnd in range(1, rounds + 1):
         for w in workloads:
-            sides = [ours[0], THEIRS, *ours[1:]]
+            sides = [ours[0], THEIRS, *ours[1:], *([REFERENCE] if reference else [])]
             runs += [Run(f"r{rnd}-{w.name}-{side}", rnd, w, side) for side in sides]
     return runs
 
@@ -137,7 +141,8 @@ def run_guest_plan(args: argparse.Namespace, runs: list[Run], results: Path) -> 
         timeout = len(runs) * (args.seconds + 20) + 300
         try:
             g = run_guest(script=GUEST_SCRIPT.read_text(), net=True, results_dir=results, timeout=timeout,
-                          env={"KP_PORT": str(target.port), "KP_IQN": target.iqn, "KP_ATTACH": " ".join(ours)},
+                          env={"KP_PORT": str(target.port), "KP_IQN": target.iqn, "KP_ATTACH": " ".join(ours),
+                               "KP_REFERENCE": REFERENCE if args.reference else ""},
                           cpus=args.cpus, stream=sys.stderr if args.console else None)
         except GuestError as e:
             raise RuntimeError(str(e)) from None
@@ -174,24 +179,36 @@ def collect(results: Path, runs: list[Run]) -> dict[str, float]:
 
 def summarise(workloads: list[Workload], runs: list[Run], figures: dict[str, float], ours: tuple[str, ...],
               rounds: int) -> list[dict]:
+    """A row per attach mode and workload: both medians, the median of pairwise ratios, the ratio of medians;
+    with the qemu-nbd reference in the plan, its median and its own median ratio to open-iscsi."""
+    fig = {(r.round, r.workload.name, r.side): figures[r.id] for r in runs}
+    reference = any(r.side == REFERENCE for r in runs)
     rows = []
     for side in ours:
         for w in workloads:
-            pairs = []
-            for rnd in range(1, rounds + 1):
-                a = figures[next(r.id for r in runs if (r.round, r.workload, r.side) == (rnd, w, side))]
-                b = figures[next(r.id for r in runs if (r.round, r.workload, r.side) == (rnd, w, THEIRS))]
-                pairs.append({"ours": round(a, 1), "open_iscsi": round(b, 1), "ratio": round(a / b, 3) if b else 0.0})
-            med_a = statistics.median(p["ours"] for p in pairs)
-            med_b = statistics.median(p["open_iscsi"] for p in pairs)
+            theirs = [fig[rnd, w.name, THEIRS] for rnd in range(1, rounds + 1)]
+            mine = [fig[rnd, w.name, side] for rnd in range(1, rounds + 1)]
+            pairs = [{"ours": round(a, 1), "open_iscsi": round(b, 1), "ratio": _ratio(a, b)}
+                     for a, b in zip(mine, theirs, strict=True)]
             ratio = statistics.median(p["ratio"] for p in pairs)
-            rom = med_a / med_b if med_b else 0.0
+            rom = _ratio(statistics.median(mine), statistics.median(theirs))
             disagree = abs(ratio - rom) > DISAGREE * max(ratio, rom) or (ratio >= BAR) != (rom >= BAR)
-            rows.append({"workload": w.name, "label": w.label, "attach": side, "unit": unit(w),
-                         "ours": round(med_a, 1), "open_iscsi": round(med_b, 1), "ratio": round(ratio, 3),
-                         "ratio_of_medians": round(rom, 3), "disagree": disagree, "meets_bar": min(ratio, rom) >= BAR,
-                         "rounds": rounds, "samples": pairs})
+            row = {"workload": w.name, "label": w.label, "attach": side, "unit": unit(w),
+                   "ours": round(statistics.median(mine), 1), "open_iscsi": round(statistics.median(theirs), 1),
+                   "ratio": round(ratio, 3), "ratio_of_medians": rom, "disagree": disagree,
+                   "meets_bar": min(ratio, rom) >= BAR, "rounds": rounds, "samples": pairs}
+            if reference:
+                ref = [fig[rnd, w.name, REFERENCE] for rnd in range(1, rounds + 1)]
+                row["qemu_nbd"] = round(statistics.median(ref), 1)
+                row["qemu_nbd_ratio"] = statistics.median(_ratio(a, b) for a, b in zip(ref, theirs, strict=True))
+                for p, x in zip(pairs, ref, strict=True):
+                    p["qemu_nbd"] = round(x, 1)
+            rows.append(row)
     return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
 
 
 def devices(results: Path) -> dict[str, dict]:
@@ -203,7 +220,9 @@ def devices(results: Path) -> dict[str, dict]:
 
 
 def table(doc: dict) -> str:
-    head = f"{'workload':34} {'attach':8} {'ours':>13} {'open-iscsi':>13} {'ratio':>6} {'r.o.m.':>6}  note"
+    ref = any("qemu_nbd" in r for r in doc["workloads"])
+    head = (f"{'workload':34} {'attach':8} {'ours':>13} {'open-iscsi':>13} {'ratio':>6} {'r.o.m.':>6}"
+            + (f" {'qemu-nbd':>13} {'ratio':>6}" if ref else "") + "  note")
     lines = [head, "-" * len(head)]
     for r in doc["workloads"]:
         note = []
@@ -211,10 +230,14 @@ def table(doc: dict) -> str:
             note.append("estimates disagree")
         if not r["meets_bar"]:
             note.append(f"below {BAR}")
+        refcol = f" {r['qemu_nbd']:>8,.0f} {r['unit']:4} {r['qemu_nbd_ratio']:6.2f}" if ref else ""
         lines.append(f"{r['label']:34} {r['attach']:8} {r['ours']:>8,.0f} {r['unit']:4} {r['open_iscsi']:>8,.0f} {r['unit']:4} "
-                     f"{r['ratio']:6.2f} {r['ratio_of_medians']:6.2f}  {', '.join(note)}")
+                     f"{r['ratio']:6.2f} {r['ratio_of_medians']:6.2f}{refcol}  {', '.join(note)}")
     devs = ", ".join(f"{k} {v['device']} ({v['scheduler']})" for k, v in doc["devices"].items())
     lines.append(f"ratio = median of pairwise ours/open-iscsi; r.o.m. = ratio of the medians; bar >= {BAR}.")
+    if ref:
+        lines.append("qemu-nbd = qemu-nbd serving a RAM file in the guest (no network): the NBD hop alone, in C; "
+                     "its ratio is to open-iscsi.")
     lines.append(f"{doc['rounds']} rounds x {doc['seconds']:g} s per run, fio libaio direct I/O on {devs}; "
                  f"TCG guest, {doc['guest_seconds']:.0f} s; load average {doc['loadavg_before'][0]} before, "
                  f"{doc['loadavg_after'][0]} after, {doc['cpus']} CPUs; {doc['date']}.")
@@ -227,7 +250,7 @@ def run(args: argparse.Namespace) -> dict:
     if not workloads:
         raise RuntimeError(f"--only {' '.join(args.only)} matches none of: {', '.join(w.name for w in WORKLOADS)}")
     ours = ATTACH[args.attach]
-    runs = plan(workloads, args.rounds, ours)
+    runs = plan(workloads, args.rounds, ours, args.reference)
     keep = args.results is not None
     results = Path(args.results) if keep else Path(tempfile.mkdtemp(prefix="kernelpath-results-"))
     results.mkdir(parents=True, exist_ok=True)
@@ -236,7 +259,7 @@ def run(args: argparse.Namespace) -> dict:
     meta = run_guest_plan(args, runs, results)
     figures = collect(results, runs)
     doc = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
-           "seconds": args.seconds, "guest_cpus": args.cpus, "lun_mb": args.lun_mb, "attach": args.attach, "cpus": os.cpu_count(),
+           "seconds": args.seconds, "guest_cpus": args.cpus, "reference": args.reference, "lun_mb": args.lun_mb, "attach": args.attach, "cpus": os.cpu_count(),
            **meta, "devices": devices(results), "bar": BAR,
            "workloads": summarise(workloads, runs, figures, ours, args.rounds),
            "one_shot_benchmark": "bench/perfbench.py"}
@@ -263,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=2,
                    help="guest vCPUs (default 2, as the harness). Under TCG a wake-up across vCPUs costs 0.2-10 ms "
                         "with the host's load, which weighs on uiscsid's extra process hops; 1 removes that")
+    p.add_argument("--reference", action="store_true",
+                   help="add qemu-nbd serving a RAM file in the guest (no network): what the NBD hop alone costs")
     p.add_argument("--lun-mb", type=int, default=512, help="LUN size on /dev/shm (default 512)")
     p.add_argument("--results", metavar="DIR", help="keep the guest's outputs (fio JSON, daemon logs) in DIR")
     p.add_argument("--console", action="store_true", help="stream the guest's console to stderr")
@@ -270,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.seconds < 1:
         p.error("--rounds and --seconds must be at least 1")
-    missing = [t for t in NEEDS if shutil.which(t) is None]
+    missing = [t for t in (*NEEDS, *(["qemu-nbd"] if args.reference else [])) if shutil.which(t) is None]
     if missing:
         say(f"missing {', '.join(missing)} (run ./scripts/bootstrap.sh)")
         return 1

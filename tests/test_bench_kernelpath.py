@@ -85,3 +85,19 @@ def test_one_tiny_run_gives_complete_json_for_both_initiators(vm_boot_files):
     assert doc["devices"]["nbd"]["device"].startswith("/dev/nbd")
     assert doc["devices"]["open-iscsi"]["device"].startswith("/dev/sd")
     assert "round 1 rand-read-4k-qd1" in r.stderr and doc["one_shot_benchmark"] == "bench/perfbench.py"
+
+
+def test_the_qemu_nbd_reference_gets_its_own_median_ratio_to_open_iscsi():
+    w = W["rand-write-4k-qd32"]
+    runs = kernelpath.plan([w], 2, ("nbd",), reference=True)
+    assert [r.side for r in runs] == ["nbd", "open-iscsi", "qemu-nbd"] * 2
+    figures = dict(zip([r.id for r in runs], [100, 400, 800, 300, 600, 900], strict=True))
+    (row,) = kernelpath.summarise([w], runs, figures, ("nbd",), 2)
+    assert row["qemu_nbd"] == 850 and row["qemu_nbd_ratio"] == pytest.approx((2 + 1.5) / 2)
+    assert row["ratio"] == pytest.approx((0.25 + 0.5) / 2) and [s["qemu_nbd"] for s in row["samples"]] == [800, 900]
+    assert "qemu-nbd" in kernelpath.table({**_doc(), "workloads": [row]})
+
+
+def _doc() -> dict:
+    return {"rounds": 2, "seconds": 1, "devices": {}, "guest_seconds": 1, "loadavg_before": [0], "loadavg_after": [0],
+            "cpus": 2, "date": "today"}

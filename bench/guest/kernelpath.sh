@@ -3,8 +3,8 @@
 # open-iscsi's kernel initiator (/dev/sdX), then run the fio plan the host wrote to /results/plan.
 #
 # Environment (set by kernelpath.py): KP_PORT, KP_IQN (the target at 10.0.2.2:KP_PORT, disk LUN 1),
-# KP_ATTACH (nbd, netlink or "nbd netlink": one uiscsid per mode). Plan lines: "ID SIDE FIO-ARGS...",
-# SIDE being nbd, netlink or open-iscsi. Results in /results: devices (a line per side: "SIDE DEVICE
+# KP_ATTACH (nbd, netlink or "nbd netlink": one uiscsid per mode), KP_REFERENCE ("qemu-nbd" or empty: qemu-nbd
+# serving a RAM file, no network). Plan lines: "ID SIDE FIO-ARGS...", SIDE being one of those or open-iscsi. Results in /results: devices (a line per side: "SIDE DEVICE
 # SCHEDULER MAX_SECTORS_KB NR_REQUESTS"), ready, runs/ID.json (fio's JSON) or runs/ID.err when fio failed,
 # failed (one line) on a setup error, and the daemons' logs and counters.
 set -u
@@ -88,8 +88,17 @@ for mode in $KP_ATTACH; do
     readlink -f "$links/$KP_IQN-lun1" > "/run/kp-dev-$mode"
 done
 
+# ---- the reference: qemu-nbd (C) serving a file in guest RAM through the same kernel NBD driver
+if [ -n "${KP_REFERENCE:-}" ]; then
+    mkdir -p /run/lock /var/lock        # qemu-nbd -c keeps its socket there
+    head -c 64M /dev/urandom > /dev/shm/reference.img
+    qemu-nbd -c /dev/nbd15 -f raw /dev/shm/reference.img > "$R/qemu-nbd.log" 2>&1 ||
+        fail "qemu-nbd -c: $(cat "$R/qemu-nbd.log")"
+    echo /dev/nbd15 > /run/kp-dev-qemu-nbd
+fi
+
 : > "$R/devices"
-for side in open-iscsi $KP_ATTACH; do
+for side in open-iscsi $KP_ATTACH ${KP_REFERENCE:-}; do
     dev=$(cat "/run/kp-dev-$side")
     [ -b "$dev" ] || fail "$side: no block device ($dev)"
     q=/sys/block/${dev##*/}/queue
@@ -115,4 +124,5 @@ for mode in $KP_ATTACH; do
 done
 iscsiadm -m session -P 2 > "$R/session.out" 2>&1
 iscsiadm -m node --logoutall=all > /dev/null 2>&1
+[ -n "${KP_REFERENCE:-}" ] && qemu-nbd -d /dev/nbd15 > /dev/null 2>&1
 exit 0
