@@ -14,7 +14,7 @@ the medians, and says when those two disagree. TCG slows both sides; only the ra
 kernel NBD driver with no network at all: the ceiling of any NBD-based design under TCG.
 The one-shot path (``uiscsictl perf``, no kernel) against libiscsi is bench/perfbench.py.
 
-Usage (from the repository root; takes about rounds x workloads x sides x (seconds + 2) + 60 s):
+Usage (from the repository root; takes about rounds x workloads x sides x (seconds + 4) + 60 s):
     .venv/bin/python bench/kernelpath.py --rounds 3 --seconds 5
     .venv/bin/python bench/kernelpath.py --only rand-read --attach both --json > kernelpath.json
 """
@@ -55,7 +55,7 @@ class Run:
     id: str
     round: int
     workload: Workload
-    side: str           # "nbd", "netlink" (ours) or "open-iscsi"
+    side: str           # "nbd", "netlink" (ours), "open-iscsi" or "qemu-nbd"
 
 
 def unit(w: Workload) -> str:
@@ -100,7 +100,7 @@ class Progress(threading.Thread):
         while not self.stop.wait(0.5):
             if not ready and (self.results / "ready").exists():
                 ready = True
-                eta = len(self.runs) * (self.seconds + 2)
+                eta = len(self.runs) * (self.seconds + 4)
                 say(f"guest ready after {time.monotonic() - t0:.0f} s: {len(self.runs)} fio runs, about {eta:.0f} s")
             for i, r in enumerate(self.runs, 1):
                 if r.id in seen:
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="kernelpath", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="workloads: " + ", ".join(w.name for w in WORKLOADS) + "\n\nexamples:\n"
-               "  .venv/bin/python bench/kernelpath.py                          # 3 rounds x 5 s: about 8 minutes\n"
+               "  .venv/bin/python bench/kernelpath.py                          # 3 rounds x 5 s: about 6 minutes\n"
                "  .venv/bin/python bench/kernelpath.py --only qd1 --rounds 5 --json\n"
                "  .venv/bin/python bench/kernelpath.py --attach both --results out/   # keep fio's JSON and logs\n"
                "\nthe one-shot path (no kernel) against libiscsi: .venv/bin/python bench/perfbench.py\n"
