@@ -342,6 +342,18 @@ class Session:
             return  # a connection that never joined (failed login)
         if self._machine.state is _UP:
             self.recovery.connection_lost(link.error)
+        elif self._machine.state is SessionState.LOGGING_OUT:
+            self._logout_cut(c)
+
+    def _logout_cut(self, c) -> None:
+        """The target closed the connection instead of answering our Logout: the session is gone at its end
+        too, so the logout is over (istgt does this now and then); no caller waits for an answer that
+        cannot come."""
+        for t in [t for t in self.core.tasks.values() if t.kind == "logout" and t.conn is c]:
+            del self.core.tasks[t.itt]
+            t.error = ConnectionLost("the target closed the connection instead of answering the logout")
+            self.core.done.append(t)
+        self._wake_finished()
 
     def link_writable(self) -> None:
         self._pump()
