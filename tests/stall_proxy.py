@@ -15,6 +15,7 @@ block range (`Match`); what happens to a picked command, per connection and ITT:
 - ``freeze``: the connection goes half-open from that command on: nothing more is forwarded either way and
   the proxy stops reading, but both sockets stay open.
 
+``events`` also records every TMF request and every completed login (a reinstatement shows as one).
 ``drop_opcode(op)`` drops every initiator PDU with that opcode (``0x06``: a logout the target never
 answers). NOP-Outs, logins and all unpicked commands pass. ``heal()`` forgets the rules (what was stalled
 stays stalled). ``events`` records what the proxy did, with monotonic times, for timelines. Threads only.
@@ -38,6 +39,8 @@ from initiator.scsi.describe import CommandInfo, describe
 SCSI_CMD, TMF_REQ, DATA_OUT, LOGOUT_REQ = 0x01, 0x02, 0x05, 0x06
 SCSI_RSP, TMF_RSP, LOGIN_RSP, DATA_IN, R2T = 0x21, 0x22, 0x23, 0x25, 0x31
 ABORT_TASK = 1
+TMF_NAMES = {1: "ABORT TASK", 2: "ABORT TASK SET", 4: "CLEAR TASK SET", 5: "LOGICAL UNIT RESET",
+             6: "TARGET WARM RESET", 7: "TARGET COLD RESET"}
 TMF_COMPLETE, TMF_NO_TASK = 0, 1
 _DIGEST_KEY = re.compile(rb"(HeaderDigest|DataDigest)=([A-Za-z0-9]+)")
 
@@ -66,7 +69,7 @@ class Rule:
 @dataclass(frozen=True)
 class Event:
     t: float                    # time.monotonic()
-    kind: str                   # lose, hang, freeze, abort, hole-filled, tmf-rewritten, drop, ...
+    kind: str                   # lose, hang, freeze, abort, tmf, login, hole-filled, tmf-rewritten, drop
     conn: int
     itt: int | None
     what: str
@@ -234,6 +237,8 @@ class StallProxy:
             return []
         if op == DATA_OUT and itt in conn.lost:
             return []
+        if op == TMF_REQ and pdu[1] & 0x7F != ABORT_TASK:
+            self._note("tmf", conn, itt, TMF_NAMES.get(pdu[1] & 0x7F, f"TMF {pdu[1] & 0x7F}"))
         if op == TMF_REQ and pdu[1] & 0x7F == ABORT_TASK:
             rtt = int.from_bytes(pdu[20:24], "big")
             self._note("abort", conn, rtt, f"ABORT TASK (TMF ITT 0x{itt:08x})")
@@ -252,6 +257,7 @@ class StallProxy:
             for key, value in _DIGEST_KEY.findall(pdu[48:]):
                 conn.negotiated[key] = value.upper() == b"CRC32C"
             if pdu[1] & 0x80 and pdu[1] & 0x03 == 3 and pdu[36] == 0:   # final answer, status class 0: FFP
+                self._note("login", conn, None, "logged in")
                 conn.ffp = True
                 conn.header_digest = conn.negotiated.get(b"HeaderDigest", False)
                 conn.data_digest = conn.negotiated.get(b"DataDigest", False)
