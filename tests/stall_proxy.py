@@ -27,14 +27,13 @@ import re
 import selectors
 import socket
 import struct
-import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Self
 
 from initiator.protocol.bhs import crc32c
 from initiator.scsi.describe import CommandInfo, describe
+from tests.proxy import LoopbackProxy
 
 SCSI_CMD, TMF_REQ, DATA_OUT, LOGOUT_REQ = 0x01, 0x02, 0x05, 0x06
 SCSI_RSP, TMF_RSP, LOGIN_RSP, DATA_IN, R2T = 0x21, 0x22, 0x23, 0x25, 0x31
@@ -88,25 +87,13 @@ class _Conn:
     frozen: bool = False
 
 
-class StallProxy:
+class StallProxy(LoopbackProxy):
     def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.host = "127.0.0.1"
+        super().__init__(target_host, target_port)
         self.rules: list[Rule] = []
         self.dropped_ops: set[int] = set()
         self.events: list[Event] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._next = 0
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((self.host, 0))
-        self._listener.listen(16)
-        self.port = self._listener.getsockname()[1]
-        self._threads: list[threading.Thread] = []
-        t = threading.Thread(target=self._accept, name="stall-proxy", daemon=True)
-        t.start()
-        self._threads.append(t)
+        self.start()
 
     # ------------------------------------------------------------------ rules
     def stall(self, match: Match, mode: str = "lose", count: int | None = None) -> Rule:
@@ -145,24 +132,8 @@ class StallProxy:
         return None
 
     # ------------------------------------------------------------------ plumbing
-    def _accept(self) -> None:
-        self._listener.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            self._next += 1
-            t = threading.Thread(target=self._pump, args=(client, upstream, _Conn(self._next)), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _pump(self, client: socket.socket, upstream: socket.socket, conn: _Conn) -> None:
+    def _serve(self, client: socket.socket, upstream: socket.socket, index: int) -> None:
+        conn = _Conn(index)
         bufs = {client: bytearray(), upstream: bytearray()}
         sel = selectors.DefaultSelector()
         for s in (client, upstream):
@@ -283,15 +254,3 @@ class StallProxy:
         if conn.header_digest:
             rest = struct.pack("<I", crc32c(bhs)) + rest[4:]
         return bhs + rest
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        for t in self._threads:
-            t.join(timeout=2)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -59,6 +59,11 @@ environment:
   LIBISCSI_CHAP_TARGET_USERNAME, ..._TARGET_PASSWORD      mutual CHAP (the target proves itself)
   UISCSI_EVENT_LOOP=auto|uvloop|asyncio   event loop (default auto: uvloop when installed)
 
+uiscsid's command timeouts (per target in uiscsi.conf, see `uiscsictl reload --help`): a command the
+target leaves unanswered for command_timeout (30 s) gets an ABORT TASK (abort_timeout 15 s), then a
+LOGICAL UNIT RESET (lu_reset_timeout 30 s), then the session is reinstated; replacement_timeout (120 s)
+later that one request fails with EIO and the rest goes on. `uiscsictl show --json` counts each step.
+
 exit status: 0 on success, 1 on any error (one line on stderr), 2 on a usage error. A one-shot
 tool whose target stalls (a command or a logout never answered, a half-open connection) exits with 1 within
 --timeout + 1 s."""

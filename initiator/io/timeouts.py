@@ -196,6 +196,8 @@ class CommandWatch:
         tasks = [t for t in a.keys if self._alive(t)]
         if not tasks:
             return
+        for t in tasks:             # an abort still out for one of them is moot: the target ended it
+            self._forget_abort(t)
         if a.after == "abort":
             log.warning("%s: %s aborted (\"Function complete\"): sending it again under a new ITT", self.where,
                         self._name(tasks[0]))

@@ -2,7 +2,8 @@
 
 One guest boot. In the guest: uiscsid, `uiscsictl reload` (one target: the LUN file served by a tgtd on
 the host), ext4 on its /dev/disk/by-iscsi link (/dev/nbdN), and a writer that writes files of random
-bytes, fsyncs each, and appends its sha256 to a manifest (fsync'd too, and copied to /results as it goes).
+bytes (`stream_writer`, up to 10 a second), fsyncs each, and appends its sha256 to a manifest (fsync'd
+too, and copied to /results as it goes).
 On the host, once the first file is on disk, tgtd is SIGKILLed and started again N times, at random
 intervals (seeded: ``--seed`` replays a run's timing) while the writer goes on; after the last restart
 the writer writes a few more files, then stops. What must hold:
@@ -35,7 +36,8 @@ from vm.scenarios.facts import Runner, read, start_target
 from vm.targets import Tgt
 
 DIR = "restart-stream"
-FILE_KB = 128
+FILE_KB = 32
+RATE = 10.0               # files per second at most (the LUN must hold the whole stream)
 INTERVAL = (1.5, 4.5)     # seconds from tgtd being back to the next SIGKILL
 DOWN = (0.2, 1.5)         # seconds tgtd stays dead
 AFTER_LAST = 3            # files the writer must write after the last restart before it stops
@@ -62,21 +64,7 @@ D=/mnt/t/{dir}
 rm -rf $D; mkdir $D; sync
 cap=$(( $(df -k --output=avail /mnt/t | tail -1) * 8 / 10 / {file_kb} ))
 echo "$cap" > $R/cap
-i=0; bad=0
-while [ ! -e $R/stop ] && [ $i -lt $cap ]; do
-    i=$((i+1))
-    head -c {file_kb}k /dev/urandom > /tmp/cur
-    t0=$(date +%s.%N)
-    if dd if=/tmp/cur of=$D/f$i bs=64k conv=fsync 2>> $R/dd.err; then
-        line="$(sha256sum < /tmp/cur | cut -d' ' -f1)  f$i"
-        echo "$line" >> $D/MANIFEST && sync $D/MANIFEST && echo "$line" >> $R/manifest
-    else
-        bad=$((bad+1))
-    fi
-    echo "f$i $t0 $(date +%s.%N)" >> $R/latency
-    [ $i -eq 1 ] && touch $R/writing
-done
-echo "$i $bad" > $R/writer
+python3 -m vm.scenarios.stream_writer $D $R --size $(({file_kb} * 1024)) --rate {rate:g} --cap $cap
 sync; echo 3 > /proc/sys/vm/drop_caches
 (cd $D && sha256sum -c $R/manifest) > $R/verify.out 2>&1
 grep -c ': OK$' $R/verify.out > $R/verified
@@ -177,7 +165,7 @@ def restart_test(lun_file: Path, restarts: int, workdir: Path, runner: Runner, s
         restarter = _Restarter(tgt, results, restarts, random.Random(seed), runner.say,
                                time.monotonic() + runner.timeout)
         script = GUEST.format(guest_iqn=guest.GUEST_IQN, port=tgt.port, iqn=guest.TARGET_IQN, dir=DIR,
-                              file_kb=FILE_KB)
+                              file_kb=FILE_KB, rate=RATE)
         r = run_guest(script=script, net=True, results_dir=results, timeout=runner.timeout, stream=runner.stream,
                       boot_files=runner.boot_files)
         restarter.stop()
@@ -246,7 +234,8 @@ def restart_test(lun_file: Path, restarts: int, workdir: Path, runner: Runner, s
 EPILOG = """\
 One guest boot (QEMU, TCG) running this host's root with the project's venv; the LUN file is served by a
 real tgtd on 127.0.0.1 (10.0.2.2 in the guest) and holds ext4, mounted in the guest from /dev/nbdN. The
-guest's writer writes 128 KiB files of random bytes, fsyncs each and records its sha256; the host
+guest's writer writes 32 KiB files of random bytes (up to 10 a second), fsyncs each and records its
+sha256; the host
 SIGKILLs and restarts tgtd N times at random intervals (1.5-4.5 s apart, 0.2-1.5 s down; --seed replays
 them). Then every recorded file must read back with its checksum, in the guest (page cache dropped)
 and on the host (debugfs on the unmounted LUN file), e2fsck -fn must be clean and the kernel log must
