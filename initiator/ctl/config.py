@@ -15,6 +15,7 @@ In the spirit of OpenBSD's iscsi.conf(5)::
         header_digest crc32c; data_digest none
         connections 2
         replacement_timeout 120
+        command_timeout 30; abort_timeout 15; lu_reset_timeout 30
         lun 1 2
     }
 
@@ -36,7 +37,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..daemon.wire import TargetConf
+from ..daemon.wire import COMMAND_TIMEOUTS, TargetConf
 from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
 from ..protocol.addressing import valid_iscsi_name
 from ..scsi.lun import MAX_LUN
@@ -51,7 +52,7 @@ _TOKEN = re.compile(r'\s*(?:(#.*)|"((?:[^"\\\n]|\\.)*)"|([{};=])|([^\s{};="#]+)|
 _KEYWORDS = frozenset((
     "include", "initiatorname", "target", "targetaddr", "port", "targetname", "auth", "chap", "user",
     "secret-file", "mutual", "header_digest", "data_digest", "connections", "discovery", "normal", "enabled",
-    "disabled", "replacement_timeout", "lun", "none", "crc32c"))
+    "disabled", "replacement_timeout", "lun", "none", "crc32c", *COMMAND_TIMEOUTS))
 _TARGET_KEYS = ("discovery", "enabled", "luns")  # statements about the target; the others go to SessionParams
 
 
@@ -267,6 +268,8 @@ class _Parser:
             o["enabled"] = kw == "enabled"
         elif kw == "replacement_timeout":
             o["replacement_timeout"] = float(self.number("seconds", 0, 86400))
+        elif kw in COMMAND_TIMEOUTS:
+            o[kw] = self.seconds(kw, *COMMAND_TIMEOUTS[kw])
         elif kw == "lun":
             luns = [self.number("a LUN", 0, MAX_LUN)]
             while self.peek().kind in ("word", "string"):
@@ -355,6 +358,15 @@ class _Parser:
             self.error(tok, f"expected {what} from {lo} to {hi}, got {text!r}")
             raise _Skip
         return int(text)
+
+    def seconds(self, what: str, lo: float, hi: float) -> float:
+        """A duration: digits with an optional decimal part, within lo..hi."""
+        tok = self.peek()
+        text = self.value("seconds")
+        if not re.fullmatch(r"\d+(\.\d+)?", text) or not lo <= float(text) <= hi:
+            self.error(tok, f"{what}: expected seconds from {lo:g} to {hi:g}, got {text!r}")
+            raise _Skip
+        return float(text)
 
     def iscsi_name(self) -> str:
         tok = self.peek()

@@ -21,7 +21,8 @@ from typing import Any
 
 from ..scsi import commands as scsi
 from ..scsi.parsers import Capacity
-from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params
+from .bound import Budget
+from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params, wait_budget
 from .output import emit
 from .progress import Progress, human_bytes, parse_size
 from .url import ISCSIURL, parse_url
@@ -80,7 +81,11 @@ class LunEnd:
     url: ISCSIURL
     session: Any
     capacity: Capacity
-    timeout: float
+    budget: Budget
+
+    @property
+    def timeout(self) -> float:
+        return self.budget.seconds
 
     @property
     def size(self) -> int:
@@ -89,18 +94,18 @@ class LunEnd:
     async def read_into(self, offset: int, buf: memoryview) -> None:
         bs = self.capacity.block_size
         lba = offset // bs
-        await bounded(f"READ at LBA {lba}", self.timeout,
+        await bounded(f"READ at LBA {lba}", self.budget,
                       lambda: scsi.read(self.session, self.url.lun, lba, len(buf) // bs, bs, into=buf,
                                         timeout=self.timeout))
 
     async def write(self, offset: int, data: memoryview) -> None:
         bs = self.capacity.block_size
         lba = offset // bs
-        await bounded(f"WRITE at LBA {lba}", self.timeout,
+        await bounded(f"WRITE at LBA {lba}", self.budget,
                       lambda: scsi.write(self.session, self.url.lun, lba, data, bs, timeout=self.timeout))
 
     async def finish(self) -> None:
-        await bounded("SYNCHRONIZE CACHE", self.timeout,
+        await bounded("SYNCHRONIZE CACHE", self.budget,
                       lambda: scsi.sync_cache(self.session, self.url.lun, self.timeout))
 
 
@@ -188,11 +193,12 @@ class FileEnd:
 async def _open_lun(stack: AsyncExitStack, text: str, args: argparse.Namespace) -> LunEnd:
     url = parse_url(text)
     params = tool_params(url.session, args)
-    session = await stack.enter_async_context(logged_in(params, args.timeout, url.portal))
-    cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(session, url.lun, args.timeout))
+    budget = wait_budget(args)
+    session = await stack.enter_async_context(logged_in(params, budget, url.portal))
+    cap = await bounded("READ CAPACITY", budget, lambda: scsi.read_capacity(session, url.lun, args.timeout))
     if cap.block_size <= 0 or cap.block_size & (cap.block_size - 1) or cap.block_size > args.chunk_size:
         raise ToolError(f"{url.redacted()}: block size {cap.block_size} is not supported for cp")
-    return LunEnd(url, session, cap, args.timeout)
+    return LunEnd(url, session, cap, budget)
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -34,6 +34,9 @@ config file (statements end at a newline or ';', # starts a comment):
     mutual user U secret-file F           the target proves itself too
     header_digest crc32c|none    data_digest crc32c|none
     connections N              MC/S, 1-16        replacement_timeout S   default 120
+    command_timeout S          default 30; 0: off   a command unanswered this long is aborted, then
+    abort_timeout S            default 15           its LU reset, then the session reinstated; EIO for
+    lu_reset_timeout S         default 30           it alone replacement_timeout s after that
     normal|discovery           enabled|disabled  lun N [N ...]   default: every disk LUN
   }
 """

@@ -59,7 +59,14 @@ environment:
   LIBISCSI_CHAP_TARGET_USERNAME, ..._TARGET_PASSWORD      mutual CHAP (the target proves itself)
   UISCSI_EVENT_LOOP=auto|uvloop|asyncio   event loop (default auto: uvloop when installed)
 
-exit status: 0 on success, 1 on any error (one line on stderr), 2 on a usage error."""
+uiscsid's command timeouts (per target in uiscsi.conf, see `uiscsictl reload --help`): a command the
+target leaves unanswered for command_timeout (30 s) gets an ABORT TASK (abort_timeout 15 s), then a
+LOGICAL UNIT RESET (lu_reset_timeout 30 s), then the session is reinstated; replacement_timeout (120 s)
+later that one request fails with EIO and the rest goes on. `uiscsictl show --json` counts each step.
+
+exit status: 0 on success, 1 on any error (one line on stderr), 2 on a usage error. A one-shot
+tool whose target stalls (a command or a logout never answered, a half-open connection) exits with 1 within
+--timeout + 1 s."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +88,9 @@ def _add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
                        help=f"uiscsid control socket (default {DEFAULT_SOCKET})")
     if "--timeout" not in taken:
         p.add_argument("--timeout", type=_positive_float, metavar="SECONDS", default=d(DEFAULT_TIMEOUT),
-                       help=f"bound on login and control operations (default {DEFAULT_TIMEOUT:g} s)")
+                       help=f"bound in seconds (default {DEFAULT_TIMEOUT:g}): discover, inquiry, capacity and "
+                            "luns end within it (+1 s) from start to exit, cleanup included; cp and perf "
+                            "within it of the target's last answer; daemon commands wait that long for uiscsid")
     if "--json" not in taken:
         p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output")
     if "--debug" not in taken:
@@ -157,10 +166,12 @@ def _setup_logging(debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``uiscsictl`` console script."""
+    """Entry point of the ``uiscsictl`` console script (``argv`` None: this process is uiscsictl's own)."""
+    own_process = argv is None      # the console script: a one-shot tool may arm its exit watchdog
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

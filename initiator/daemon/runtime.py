@@ -25,6 +25,7 @@ from ..kernel.backends import IscsiLun
 from ..kernel.nbd_ioctl import NbdDevice
 from ..kernel.nbd_netlink import KeptDevice
 from ..kernel.nbd_wire import NbdError
+from ..protocol.escalation import Counts
 from ..protocol.recovery import Backoff
 from ..protocol.session_state import SessionState
 from ..scsi import commands as scsi
@@ -73,6 +74,7 @@ class TargetRuntime:
         self.discovered: list[dict] = []
         self.children: list[TargetRuntime] = []     # a discovery target logs in to what it found
         self.logins = 0
+        self.escalation = Counts()   # command timeouts and their escalation, over every session of the target
         self.since = time.time()
         self.settled = asyncio.Event()
         self.retry_now = asyncio.Event()   # set by kick(): end the current backoff sleep early
@@ -111,7 +113,7 @@ class TargetRuntime:
         while True:
             self._set("logging-in", self.error)
             try:
-                session = await open_session(self.conf.session)
+                session = await open_session(self.conf.session, self.escalation)
             except (ISCSIError, OSError) as e:
                 self._set("failed", str(e) or type(e).__name__)
                 self.settled.set()
@@ -299,7 +301,7 @@ class TargetRuntime:
                 "connections": self.session.connections if self.session else 0,
                 "devices": [lr.device.path for lr in self.luns.values() if lr.device and lr.device.connected],
                 "lun_errors": {str(lr.lun): lr.error for lr in self.luns.values() if lr.error},
-                "discovered": self.discovered}
+                "discovered": self.discovered, "escalation": dataclasses.asdict(self.escalation)}
 
     def session_info(self) -> dict:
         s = self.session

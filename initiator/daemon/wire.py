@@ -83,7 +83,25 @@ def to_wire(target: TargetConf, address: str, default_initiator: str) -> dict:
             "mutual": {"user": s.mutual.user, "secret": s.mutual.secret} if s.mutual else None,
             "header_digest": s.header_digest, "data_digest": s.data_digest, "connections": s.max_connections,
             "discovery": target.discovery, "enabled": target.enabled,
-            "replacement_timeout": s.replacement_timeout, "luns": list(target.luns), "where": target.where}
+            "replacement_timeout": s.replacement_timeout, **{k: getattr(s, k) for k in COMMAND_TIMEOUTS},
+            "luns": list(target.luns), "where": target.where}
+
+
+# SessionParams fields (seconds) of the command-timeout escalation, and their allowed ranges: the command
+# timeout may be 0 (off); the TMF timeouts may not.
+COMMAND_TIMEOUTS = {"command_timeout": (0.0, 86400.0), "abort_timeout": (0.1, 86400.0),
+                    "lu_reset_timeout": (0.1, 86400.0)}
+
+
+def _command_timeouts(name: str, need) -> dict[str, float]:
+    defaults = SessionParams(host="")
+    out = {}
+    for key, (lo, hi) in COMMAND_TIMEOUTS.items():
+        value = float(need(key, (int, float), getattr(defaults, key)))
+        if not (lo <= value <= hi):
+            raise ValueError(f"target {name!r}: {key} {value:g} is outside {lo:g}..{hi:g} s")
+        out[key] = value
+    return out
 
 
 def from_wire(d: object) -> TargetConf:
@@ -131,6 +149,6 @@ def from_wire(d: object) -> TargetConf:
     session = SessionParams(host=address, port=port, initiator_name=initiator, target_name=target_name,
                             chap=creds[0], mutual=creds[1], header_digest=bool(need("header_digest", bool, False)),
                             data_digest=bool(need("data_digest", bool, False)), max_connections=connections,
-                            replacement_timeout=float(timeout))
+                            replacement_timeout=float(timeout), **_command_timeouts(name, need))
     return TargetConf(name=name, session=session, discovery=discovery, enabled=bool(need("enabled", bool, True)),
                       luns=tuple(sorted(set(luns))), where=str(d.get("where", "")))

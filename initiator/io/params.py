@@ -41,6 +41,11 @@ class SessionParams:
     max_connections: int = 1
     login_timeout: float = 20.0
     replacement_timeout: float = 120.0  # how long a lost session may take to come back before commands fail
+    # A command unanswered this long escalates (protocol.escalation): ABORT TASK, LOGICAL UNIT RESET, session
+    # reinstatement, then EIO for it alone. 0: never (the one-shot tools, which have their own bound).
+    command_timeout: float = 30.0  # Linux's SCSI disk default (/sys/block/sdX/device/timeout)
+    abort_timeout: float = 15.0  # open-iscsi node.session.err_timeo.abort_timeout
+    lu_reset_timeout: float = 30.0  # open-iscsi node.session.err_timeo.lu_reset_timeout
     nop_interval: float = 5.0  # ping a connection silent this long (0: never)
     nop_timeout: float = 10.0  # and drop it when the ping is not answered this fast
     proposals: Mapping[str, int | bool] = field(default_factory=dict)  # keys.Proposals overrides

@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..protocol import pdu
 from ..protocol.connection import Event, State
+from ..protocol.escalation import Counts
 from ..protocol.keys import Negotiated, Proposals
 from ..protocol.login import LoginMachine, LoginParams
 from ..protocol.recovery import RAMP_START, ramp
@@ -62,6 +63,7 @@ from ..scsi.lun import lun_to_wire
 from .link import Link, dial
 from .params import SessionParams, new_isid
 from .recovery import Recovery
+from .timeouts import CommandWatch
 
 log = logging.getLogger("initiator.transport")
 # Declared MaxRecvDataSegmentLength: a 1 MiB read arrives as one Data-In PDU (tgt honours it), so the
@@ -94,7 +96,7 @@ class Stats:
 class Session:
     """A logged-in iSCSI session (one or more connections). Build it with `open_session()`."""
 
-    def __init__(self, params: SessionParams) -> None:
+    def __init__(self, params: SessionParams, counts: Counts | None = None) -> None:
         self.params = params
         self.isid = params.isid or new_isid()
         self.core: SessionCore | None = None
@@ -112,6 +114,9 @@ class Session:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.recovery = Recovery(self)
         self._policy = self.recovery.policy
+        # command timeouts and their escalation (io.timeouts); ``counts`` may outlive the session
+        self.watch = (CommandWatch(self, counts) if params.command_timeout > 0 and params.target_name is not None
+                      else None)
 
     # -------------------------------------------------------------- state
     @property
@@ -203,6 +208,8 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self.fire(SessionEvent.LOGGED_IN)
         self.recovery.start()
+        if self.watch is not None:
+            self.watch.start()
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` in the background for as long as the session lives."""
@@ -234,6 +241,7 @@ class Session:
                 and ((core.maxcmdsn - core.cmdsn) & 0xFFFFFFFF) < 0x80000000
                 and (c := core.pick_connection()) is not None and not (link := self.links[c.cid]).paused):
             link.send(core.issue(t, c))  # fast path: nothing queued, window open
+            t.sent_at = time.monotonic()
         else:
             self._pending.append(t)
             self._pump()
@@ -296,6 +304,7 @@ class Session:
             t = pending.popleft()
             if t.kind == "scsi":
                 link.send(core.issue(t, c))
+                t.sent_at = time.monotonic()
             else:
                 link.send(core.issue_request(t, c))
         self._flush_out()
@@ -342,6 +351,18 @@ class Session:
             return  # a connection that never joined (failed login)
         if self._machine.state is _UP:
             self.recovery.connection_lost(link.error)
+        elif self._machine.state is SessionState.LOGGING_OUT:
+            self._logout_cut(c)
+
+    def _logout_cut(self, c) -> None:
+        """The target closed the connection instead of answering our Logout: the session is gone at its end
+        too, so the logout is over (istgt does this now and then); no caller waits for an answer that
+        cannot come."""
+        for t in [t for t in self.core.tasks.values() if t.kind == "logout" and t.conn is c]:
+            del self.core.tasks[t.itt]
+            t.error = ConnectionLost("the target closed the connection instead of answering the logout")
+            self.core.done.append(t)
+        self._wake_finished()
 
     def link_writable(self) -> None:
         self._pump()
@@ -349,6 +370,8 @@ class Session:
     # -------------------------------------------------------------- what recovery decides (recovery.Recovery)
     def unfinished(self) -> list[Task]:
         """Recovery starts: drop every link; the SCSI commands to send again once logged in (not yet queued)."""
+        if self.watch is not None:
+            self.watch.reinstating()
         self.drop_links("session recovery")
         queued = set(self._pending)
         again = [t for t in self.core.unfinished() if t not in queued]
@@ -358,10 +381,26 @@ class Session:
     def reinstated(self, again: list[Task]) -> None:
         """A new leading login succeeded: send ``again`` (oldest first), ramping up from one in flight."""
         self.stats.reconnects += 1
+        if self.watch is not None:
+            self.watch.reinstated()
         self._ramp = RAMP_START
         self._pending.extendleft(reversed([t for t in again if t.itt in self.core.tasks]))
         self.fire(SessionEvent.REINSTATED)
         self._pump()
+
+    # -------------------------------------------------------------- what command timeouts decide (timeouts.CommandWatch)
+    def send_again(self, tasks: list[Task]) -> None:
+        """The target ended these commands (an abort or a LU reset): send them first, each under a new ITT."""
+        again = [t for t in tasks if self.core.reassign(t)]
+        self._pending.extendleft(reversed(again))
+        self._pump()
+
+    def fail_one(self, t: Task, error: ISCSIError) -> None:
+        """Give up on one command alone: ask the target to abort it, and fail its caller with ``error``."""
+        self._give_up(t)
+        t.error = error
+        if t.waiter is not None and not t.waiter.done():
+            t.waiter.set_result(None)
 
     def fail(self, error: ISCSIError, tasks: list[Task] = ()) -> None:
         """Give up: every command, queued or given (``tasks``), fails with ``error``; the session is FAILED."""
@@ -464,9 +503,11 @@ class Session:
                 t.waiter.set_result(None)
 
 
-async def open_session(params: SessionParams) -> Session:
-    """Connect and log in (bounded by params.login_timeout); returns a Session in the full-feature phase."""
-    s = Session(params)
+async def open_session(params: SessionParams, counts: Counts | None = None) -> Session:
+    """Connect and log in (bounded by params.login_timeout); returns a Session in the full-feature phase.
+
+    ``counts`` collects the command-timeout escalation's events (a daemon keeps one per target)."""
+    s = Session(params, counts)
     try:
         await s._start()
     except BaseException:

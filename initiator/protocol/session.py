@@ -101,9 +101,27 @@ class SessionCore:
         """Drop a task the caller gave up on; late PDUs for it are discarded, not errors."""
         if self.tasks.pop(t.itt, None) is not None and t.conn is not None and t.kind == "scsi":
             t.conn.outstanding -= 1
-        self._forgotten[t.itt] = None
+        self._tombstone(t.itt)
+
+    def _tombstone(self, itt: int) -> None:
+        self._forgotten[itt] = None
         while len(self._forgotten) > 1024:
             del self._forgotten[next(iter(self._forgotten))]
+
+    def reassign(self, t: Task) -> bool:
+        """Take SCSI task ``t`` off the wire to send it again under a new ITT: the target ended it (an ABORT
+        TASK or a LOGICAL UNIT RESET answered "Function complete"). Late PDUs for the old tag are
+        discarded. False when ``t`` is not outstanding on a connection. The caller queues it again."""
+        if t.conn is None or self.tasks.get(t.itt) is not t:
+            return False
+        del self.tasks[t.itt]
+        t.conn.outstanding -= 1
+        t.conn = None
+        self._tombstone(t.itt)
+        t.itt = self.new_itt()
+        self.tasks[t.itt] = t
+        t.status, t.sense, t.got, t.expdatasn, t.response = -1, b"", 0, 0, 0
+        return True
 
     # ----------------------------------------------------------------- SCSI commands
     def scsi_task(self, lun: int, cdb: bytes, data_out=None, read_len: int = 0,

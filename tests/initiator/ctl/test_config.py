@@ -195,3 +195,21 @@ def test_arbitrary_input_either_parses_or_raises_config_error(tmp_path_factory, 
 def test_missing_top_level_file_is_one_clear_line(tmp_path):
     p = tmp_path / "absent.conf"
     assert errors_of(p) == [f"cannot read {p}: No such file or directory"]
+
+
+def test_command_timeout_clauses_take_seconds_and_report_bad_values_by_line(tmp_path):
+    cfg = parse_file(conf(tmp_path, f"target a {{\n targetaddr 10.0.0.1\n targetname {IQN}\n"
+                                    " command_timeout 2.5; abort_timeout 1\n lu_reset_timeout 4\n}\n"))
+    s = cfg.target("a").session
+    assert (s.command_timeout, s.abort_timeout, s.lu_reset_timeout) == (2.5, 1.0, 4.0)
+    s = parse_file(conf(tmp_path, f"target a {{ targetaddr 10.0.0.1; targetname {IQN}; command_timeout 0 }}\n",
+                        "off.conf")).target("a").session
+    assert (s.command_timeout, s.abort_timeout, s.lu_reset_timeout) == (0.0, 15.0, 30.0)
+    p = conf(tmp_path, f"target a {{\n targetaddr 10.0.0.1\n targetname {IQN}\n abort_timeout 0\n"
+                       " lu_reset_timeout 1e3\n command_timeout -1\n}\n", "bad.conf")
+    with pytest.raises(ConfigError) as e:
+        parse_file(p)
+    assert e.value.errors == [
+        f"{p}:4: abort_timeout: expected seconds from 0.1 to 86400, got '0'",
+        f"{p}:5: lu_reset_timeout: expected seconds from 0.1 to 86400, got '1e3'",
+        f"{p}:6: command_timeout: expected seconds from 0 to 86400, got '-1'"]

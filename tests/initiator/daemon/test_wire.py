@@ -50,3 +50,16 @@ def test_daemon_side_refuses_bad_wire_targets(change, fragment):
     from_wire(good)
     with pytest.raises(ValueError, match=fragment):
         from_wire({**good, **change})
+
+
+def test_command_timeouts_travel_to_the_daemon_and_are_range_checked(tmp_path):
+    cfg = parse_file(conf(tmp_path, f"target a {{ targetaddr 10.0.0.1; targetname {IQN}; command_timeout 3;"
+                                    " abort_timeout 0.5; lu_reset_timeout 2 }\n"))
+    s = from_wire(to_wire(cfg.target("a"), "10.0.0.1", IQN)).session
+    assert (s.command_timeout, s.abort_timeout, s.lu_reset_timeout) == (3.0, 0.5, 2.0)
+    good = {"name": "a", "address": "127.0.0.1", "target_name": IQN, "initiator_name": IQN}
+    assert from_wire(good).session.command_timeout == 30.0
+    for key, bad in (("command_timeout", -1), ("abort_timeout", 0), ("lu_reset_timeout", 1e9),
+                     ("command_timeout", "3")):
+        with pytest.raises(ValueError, match=key):
+            from_wire({**good, key: bad})
