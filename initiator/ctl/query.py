@@ -19,7 +19,8 @@ from .progress import human_bytes
 from .url import chap_from_env, parse_discovery_portal, parse_url
 
 _FMT = argparse.RawDescriptionHelpFormatter
-URL_HELP = "iscsi://[user[%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
+# argparse %-formats help strings: a literal % is written %%
+URL_HELP = "iscsi://[user[%%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
