@@ -199,7 +199,7 @@ class Link(asyncio.BufferedProtocol):
             except TimeoutError:
                 raise CommandTimeout("the target did not answer the login in time") from None
             if isinstance(rsp, ISCSIError):
-                raise rsp
+                raise m.closed(rsp)
             if not isinstance(rsp, pdu.LoginResponse):
                 raise TargetProtocolError(f"{type(rsp).__name__} during login")
             req = m.receive(rsp)

@@ -274,6 +274,15 @@ class LoginMachine:
             return self._security(pairs, nxt, rsp)
         return self._operational(pairs, nxt, rsp)
 
+    def closed(self, error: ISCSIError) -> ISCSIError:
+        """The error to report when the connection closed mid-login. A target that requires CHAP may close
+        a login that offered none without any Login Response (LIO does): say so, with the same type."""
+        if (self.chap is None and self.state is State.SECURITY and self._rounds == 1
+                and not any(d == "received" for d, _, _ in self.transcript)):
+            return type(error)(f"{error}: the target closed the login without answering it; it may require "
+                               "CHAP, and no CHAP credentials were given")
+        return error
+
     def _failure(self, rsp: pdu.LoginResponse) -> LoginError:
         cls, det = rsp.status_class, rsp.status_detail
         code = f"(status 0x{cls:02x}{det:02x})"
