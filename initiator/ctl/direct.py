@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -60,6 +61,8 @@ async def logged_in(params: SessionParams, timeout: float, where: str) -> AsyncI
     except TimeoutError:
         raise CommandTimeout(f"login to {where} did not complete within {timeout:g} s "
                              "(is it an iSCSI target? try a larger --timeout)") from None
+    if (notice := session.connections_notice()) is not None:
+        print(f"uiscsictl: notice: {notice}", file=sys.stderr)
     try:
         yield session
     finally:

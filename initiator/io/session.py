@@ -110,6 +110,10 @@ class Session:
         self._next_cid = 0
         self._ramp: int | None = None  # commands in flight allowed while ramping up after a reinstatement
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections_granted = 0  # connections the last login established (asked: params.max_connections)
+        self.chap_algorithm: int | None = None  # the CHAP_A the target chose at the last login
+        self._mcs_refusal: str | None = None  # why the target refused another connection (istgt does)
+        self._noticed = False
         self.recovery = Recovery(self)
         self._policy = self.recovery.policy
 
@@ -144,13 +148,14 @@ class Session:
     # -------------------------------------------------------------- login and connections
     def _login_params(self, cid: int, leading: bool) -> LoginParams:
         p = self.params
-        proposals = Proposals(max_connections=max(1, p.max_connections),
-                              max_recv_dsl=MAX_RECV_DSL).with_overrides(**p.proposals)
+        proposals = Proposals(max_connections=max(1, p.max_connections), max_recv_dsl=MAX_RECV_DSL,
+                              erl=p.erl).with_overrides(**p.proposals)
         return LoginParams(initiator_name=p.initiator_name, target_name=p.target_name, isid=self.isid,
                            tsih=0 if leading else self.tsih, cid=cid, cmdsn=self.core.cmdsn if self.core else 1,
                            chap_user=p.chap.user if p.chap else None, chap_secret=p.chap.secret if p.chap else None,
                            mutual_user=p.mutual.user if p.mutual else None,
-                           mutual_secret=p.mutual.secret if p.mutual else None, header_digest=p.header_digest,
+                           mutual_secret=p.mutual.secret if p.mutual else None,
+                           chap_algorithms=p.chap_algorithms, header_digest=p.header_digest,
                            data_digest=p.data_digest, leading=leading, proposals=proposals,
                            session=None if leading else self.negotiated)
 
@@ -176,6 +181,7 @@ class Session:
         """Leading login (TSIH 0: a new or reinstated session), then MC/S connections up to the limit."""
         link, m = await self._open_link(True, deadline)
         self.negotiated, self.tsih = m.result, m.tsih
+        self.chap_algorithm = m.chap.algorithm if m.chap is not None else None
         if self.core is None:
             self.core = SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
         else:
@@ -188,8 +194,27 @@ class Session:
                 extra, _ = await self._open_link(False, deadline)
             except ISCSIError as e:  # a target may refuse more connections than it advertised (istgt)
                 log.info("MC/S: staying at %d connection(s): %s", len(self.links), e)
+                self._mcs_refusal = str(e)
                 break
             self._adopt(extra)
+        self._granted(len(self.links))
+
+    def _granted(self, count: int) -> None:
+        """Remember how many connections the login got; log it once per session when fewer than asked."""
+        self.connections_granted = count
+        notice = self.connections_notice()
+        if notice and not self._noticed:
+            self._noticed = True
+            log.warning("%s", notice)
+
+    def connections_notice(self) -> str | None:
+        """One line when the target granted fewer connections than asked, else None."""
+        asked, granted = self.params.max_connections, self.connections_granted
+        if granted >= asked or self.negotiated is None:
+            return None
+        why = (f"its MaxConnections is {self.negotiated.max_connections}" if self.negotiated.max_connections < asked
+               else f"it refused connection {granted + 1}: {self._mcs_refusal}")
+        return f"{self.params.target_name}: the target granted {granted} of the {asked} connections asked ({why})"
 
     def _adopt(self, link: Link) -> None:
         self.links[link.state.cid] = link

@@ -23,7 +23,7 @@ from ..errors import (
 )
 from . import pdu
 from .addressing import PortalError, parse_portal
-from .chap import ChapInitiator
+from .chap import DEFAULT_ALGORITHMS, ChapInitiator
 from .keys import KEYS, MAX_DSL, Negotiated, Negotiator, Proposals, check_answer, parse_number
 from .text import decode_text, encode_text, split_chunks
 
@@ -98,9 +98,7 @@ class LoginParams:
     chap_secret: str | None = None
     mutual_user: str | None = None
     mutual_secret: str | None = None
-    # SHA-256 (7) is left out on purpose: tgt (1.0.85 and earlier) answers CHAP_A=7 but computes SHA-1, and
-    # MD5 is mandatory for every target, so a 7 after 5 could never be chosen anyway. Opt in explicitly.
-    chap_algorithms: tuple[int, ...] = (8, 6, 5)
+    chap_algorithms: tuple[int, ...] = DEFAULT_ALGORITHMS
     header_digest: bool = False
     data_digest: bool = False
     leading: bool = True

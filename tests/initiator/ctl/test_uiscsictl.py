@@ -50,6 +50,14 @@ def test_every_subcommand_help_renders_cleanly(word, capsys):
         assert "iscsi://[user[%secret]@]host[:port]/IQN" in out
 
 
+def test_main_help_lists_the_new_url_arguments(capsys):
+    with pytest.raises(SystemExit):
+        ctl.main(["--help"])
+    out = capsys.readouterr().out
+    for arg in ("chap_algorithms=", "max_connections=", "erl=0|1", "md5, sha1, sha256"):
+        assert arg in out
+
+
 def test_no_command_prints_usage_and_exits_2(capsys):
     code, _, err = run(capsys)
     assert code == 2 and "usage:" in err
