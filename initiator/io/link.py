@@ -112,6 +112,7 @@ class Link(asyncio.BufferedProtocol):
         rest = self.framer.take_rest()
         self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
                              st.header_digest, st.data_digest)
+        self.framer.on_bad_data = core.digest_error_handler(st)
         self.ffp = True
         if rest:
             self.buffer_updated_from(rest)

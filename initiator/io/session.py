@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..protocol import pdu
 from ..protocol.connection import Event, State
+from ..protocol.erl1 import SNACK_TIMEOUT, Erl1Core, core_class
 from ..protocol.keys import Negotiated, Proposals
 from ..protocol.login import LoginMachine, LoginParams
 from ..protocol.recovery import RAMP_START, ramp
@@ -89,6 +90,14 @@ class Stats:
     bytes_written: int = 0
     reconnects: int = 0
     ua_retries: int = 0
+    # ERL 1 (protocol.erl1.RecoveryCounts): data digest errors we recovered, the SNACKs we sent, the target's
+    # Rejects for data digest errors in our PDUs, and commands sent again because of them
+    digest_errors: int = 0
+    data_snacks: int = 0
+    status_snacks: int = 0
+    data_acks: int = 0
+    target_digest_errors: int = 0
+    command_retries: int = 0
 
 
 class Session:
@@ -114,6 +123,7 @@ class Session:
         self.chap_algorithm: int | None = None  # the CHAP_A the target chose at the last login
         self._mcs_refusal: str | None = None  # why the target refused another connection (istgt does)
         self._noticed = False
+        self._snack_handle: asyncio.TimerHandle | None = None
         self.recovery = Recovery(self)
         self._policy = self.recovery.policy
 
@@ -183,7 +193,7 @@ class Session:
         self.negotiated, self.tsih = m.result, m.tsih
         self.chap_algorithm = m.chap.algorithm if m.chap is not None else None
         if self.core is None:
-            self.core = SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
+            self.core = self._new_core(m.result, m.expcmdsn, m.maxcmdsn)
         else:
             self.core.neg = m.result
             self.core.renumber(m.expcmdsn, m.expcmdsn, m.maxcmdsn)
@@ -198,6 +208,36 @@ class Session:
                 break
             self._adopt(extra)
         self._granted(len(self.links))
+
+    def _new_core(self, negotiated: Negotiated, expcmdsn: int, maxcmdsn: int) -> SessionCore:
+        """The sans-IO core for what login agreed: at ErrorRecoveryLevel 1 it recovers digest errors by SNACK."""
+        cls = core_class(negotiated)
+        if cls is SessionCore:
+            return SessionCore(negotiated, expcmdsn, expcmdsn, maxcmdsn)
+        timeout = self.params.nop_timeout if self.params.nop_timeout > 0 else SNACK_TIMEOUT
+        return cls(negotiated, expcmdsn, expcmdsn, maxcmdsn, counts=self.stats, timeout=timeout)
+
+    def _snack_timer(self) -> None:
+        """ERL 1: stamp the SNACKs just sent and wake when the oldest unanswered one is due (then the
+        connection is dropped: session recovery takes over)."""
+        core, loop = self.core, self._loop
+        core.stamp(time.monotonic())
+        if self._snack_handle is None and (deadline := core.next_deadline()) is not None:
+            self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
+
+    def _snack_due(self) -> None:
+        self._snack_handle = None
+        core = self.core
+        if not isinstance(core, Erl1Core):
+            return
+        for cid in core.handle_timer(time.monotonic()):
+            link = self.links.get(cid)
+            if link is not None:
+                link.abort(ConnectionLost(f"ERL1: the target did not answer a SNACK within {core.timeout:g} s; "
+                                          "recovering the session"))
+        if self.core is core and (deadline := core.next_deadline()) is not None:
+            self._snack_handle = self._loop.call_at(
+                self._loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
 
     def _granted(self, count: int) -> None:
         """Remember how many connections the login got; log it once per session when fewer than asked."""
@@ -338,6 +378,8 @@ class Session:
     def link_received(self) -> None:
         """After a receive: send what the core produced, wake finished callers, reissue retries."""
         core = self.core
+        if core.unstamped:
+            self._snack_timer()
         self._flush_out()
         if core.done:
             done, core.done = core.done, []
@@ -474,6 +516,9 @@ class Session:
 
     def _teardown(self, event: SessionEvent, error: ISCSIError, tasks: list[Task] = ()) -> None:
         self.fire(event, str(error))
+        if self._snack_handle is not None:
+            self._snack_handle.cancel()
+            self._snack_handle = None
         for link in self.links.values():
             if link.transport is not None:
                 link.transport.close()
