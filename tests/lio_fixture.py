@@ -7,6 +7,7 @@
   guest's LIO and configures it (``lio.retire()`` powers a damaged guest off; the next test boots another), returning a `vm.lio.Lio` (``url(lun=0)``, ``portal``, ``backing``,
   ``update(key, value)``, ``set_auth``, ``add_acl``, ``drop_sessions(down_for)``, ``connections(iqn)``,
   ``log()``, ``chap_algorithms()``). One live configuration per test: a second call reconfigures.
+- ``uiscsid_reloaded(workdir, config)``: a uiscsid with that uiscsi.conf reloaded into it.
 - the marker ``lio_last``: the test runs after every other LIO test (for tests that damage LIO's kernel).
 
 The LIO tests take the initiator's API from here only (the names below ``# initiator``), so that a move
@@ -15,7 +16,9 @@ of the initiator's modules is mended in one place.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,24 @@ from initiator.io.session import open_session  # noqa: F401
 from initiator.protocol import pdu  # noqa: F401  (re-exported)
 from initiator.protocol.keys import Proposals  # noqa: F401
 from vm.lio import Lio, LioGuest
+
+
+@contextlib.contextmanager
+def uiscsid_reloaded(workdir: Path, config: str, expect_rc: int = 0):
+    """A uiscsid (``--attach none``) in ``workdir`` with ``config`` (uiscsi.conf text) pushed by ``uiscsictl
+    reload --wait``, whose exit status must be ``expect_rc``; yields the daemon (tests' `Uiscsid`)."""
+    from tests.initiator.ctl.helpers import uiscsictl
+    from tests.initiator.daemon.test_uiscsid_targets import Uiscsid
+
+    conf = workdir / "uiscsi.conf"
+    conf.write_text(config)
+    daemon = Uiscsid(workdir)
+    try:
+        r = uiscsictl("-s", daemon.sock, "reload", "-f", str(conf), "--wait", "20")
+        assert r.returncode == expect_rc, r.stderr
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 class LioGuests:

@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.initiator.ctl.helpers import ok_json, one_line_error, uiscsictl
-from tests.initiator.daemon.test_uiscsid_targets import Uiscsid
 from tests.initiator.protocol.test_login_targets import login, params
-from tests.lio_fixture import NegotiationError
+from tests.lio_fixture import NegotiationError, uiscsid_reloaded
 from vm.lio import chap_algorithms_in
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
@@ -95,16 +94,10 @@ def test_each_algorithm_through_uiscsi_conf_and_uiscsid(lio, tmp_path):
                 block += f" mutual user {MUTUAL[0]} secret-file {theirs}.secret\n"
             blocks.append(block + "}\n")
             expect[f"{mode}-{name}"] = (mode, name)
-    conf = tmp_path / "uiscsi.conf"
-    conf.write_text("initiatorname iqn.2026-11.test.bootkit:lio-conf\n" + "".join(blocks))
-    daemon = Uiscsid(tmp_path)
-    try:
-        r = uiscsictl("-s", daemon.sock, "reload", "-f", str(conf), "--wait", "20")
-        assert r.returncode == 1, r.stderr  # the wrong secrets fail
+    config = "initiatorname iqn.2026-11.test.bootkit:lio-conf\n" + "".join(blocks)
+    with uiscsid_reloaded(tmp_path, config, expect_rc=1) as daemon:  # 1: the wrong secrets fail
         targets = {x["name"]: x for x in json.loads(uiscsictl("-s", daemon.sock, "show", "--json").stdout)["targets"]}
         sessions = {x["name"]: x for x in ok_json("-s", daemon.sock, "show", "sessions")["sessions"]}
-    finally:
-        daemon.stop()
     for target, (mode, name) in expect.items():
         state, error = targets[target]["state"], targets[target]["error"] or ""
         if mode in ("one", "mutual"):

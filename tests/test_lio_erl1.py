@@ -36,9 +36,8 @@ from collections import Counter
 import pytest
 
 from tests.initiator.ctl.helpers import ok_json, uiscsictl
-from tests.initiator.daemon.test_uiscsid_targets import Uiscsid
 from tests.initiator.protocol.test_login_targets import login, logout, params
-from tests.lio_fixture import Proposals, SessionParams, open_session, pdu
+from tests.lio_fixture import Proposals, SessionParams, open_session, pdu, uiscsid_reloaded
 from tests.proxy import ResetProxy
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
@@ -148,6 +147,13 @@ def image(t, data: bytes | None = None) -> bytes:
         return f.read()
 
 
+async def proxied_session(proxy, t, erl: int):
+    """A session through ``proxy`` with both digests at ``erl``; no keep-alive pings (they would add PDUs)."""
+    return await open_session(SessionParams(proxy.host, proxy.port, f"iqn.2026-11.test.bootkit:lio-erl{erl}", t.iqn,
+                                            nop_interval=0, header_digest=True, data_digest=True, erl=erl,
+                                            login_timeout=10, replacement_timeout=30))
+
+
 def proxy_url(proxy, t) -> str:
     return f"iscsi://{proxy.host}:{proxy.port}/{t.iqn}/0?{ERL1}"
 
@@ -159,9 +165,7 @@ def test_data_digest_errors_at_erl0_are_recovered_by_reconnecting(lio):
 
     async def go():
         with ResetProxy(t.host, t.port, corrupt_pdus={DATA_IN: 5}) as proxy:
-            s = await open_session(SessionParams(proxy.host, proxy.port, "iqn.2026-11.test.bootkit:lio-erl0", t.iqn,
-                                                 nop_interval=0, header_digest=True, data_digest=True,
-                                                 login_timeout=10, replacement_timeout=30))
+            s = await proxied_session(proxy, t, erl=0)
             try:
                 buf = bytearray(len(data))
                 for off in range(0, len(data), MiB):
@@ -231,9 +235,7 @@ def test_data_out_digest_errors_at_erl1_are_answered_by_the_recovery_r2t(lio):
 
     async def go():
         with ResetProxy(t.host, t.port, corrupt_pdus={DATA_OUT: 6}, max_corruptions=2) as proxy:
-            s = await open_session(SessionParams(proxy.host, proxy.port, "iqn.2026-11.test.bootkit:lio-erl1", t.iqn,
-                                                 nop_interval=0, header_digest=True, data_digest=True, erl=1,
-                                                 login_timeout=10, replacement_timeout=30))
+            s = await proxied_session(proxy, t, erl=1)
             try:
                 for off in range(0, len(data), MiB):
                     cdb = bytes([0x2A, 0]) + (off // 512).to_bytes(4, "big") + b"\0\x08\0\0"
@@ -261,9 +263,7 @@ def test_sense_data_that_fails_its_digest_comes_again_by_status_snack(lio):
 
     async def go():
         with ResetProxy(t.host, t.port, corrupt_pdus={SCSI_RSP: 1}, max_corruptions=1) as proxy:
-            s = await open_session(SessionParams(proxy.host, proxy.port, "iqn.2026-11.test.bootkit:lio-erl1", t.iqn,
-                                                 nop_interval=0, header_digest=True, data_digest=True, erl=1,
-                                                 login_timeout=10, replacement_timeout=30))
+            s = await proxied_session(proxy, t, erl=1)
             try:
                 r = await s.execute(0, bytes([0x28, 0, 0x7F, 0, 0, 0, 0, 0, 8, 0]), read_len=4096)
                 return r, s.stats, proxy.corruptions
@@ -278,17 +278,11 @@ def test_sense_data_that_fails_its_digest_comes_again_by_status_snack(lio):
 
 def test_erl_1_in_uiscsi_conf_reaches_the_daemon_and_its_stats_count_recovery(lio, tmp_path):
     t = lio(params={"ErrorRecoveryLevel": "1"})
-    conf = tmp_path / "uiscsi.conf"
-    conf.write_text(f"initiatorname iqn.2026-11.test.bootkit:lio-erl1-conf\ntarget lio {{\n targetaddr 127.0.0.1 "
-                    f"port {t.port}\n targetname {t.iqn}\n header_digest crc32c; data_digest crc32c\n erl 1\n}}\n")
-    daemon = Uiscsid(tmp_path)
-    try:
-        r = uiscsictl("-s", daemon.sock, "reload", "-f", str(conf), "--wait", "20")
-        assert r.returncode == 0, r.stderr
+    config = (f"initiatorname iqn.2026-11.test.bootkit:lio-erl1-conf\ntarget lio {{\n targetaddr 127.0.0.1 "
+              f"port {t.port}\n targetname {t.iqn}\n header_digest crc32c; data_digest crc32c\n erl 1\n}}\n")
+    with uiscsid_reloaded(tmp_path, config) as daemon:
         (session,) = ok_json("-s", daemon.sock, "show", "sessions")["sessions"]
         (stats,) = ok_json("-s", daemon.sock, "show", "stats")["stats"]
-    finally:
-        daemon.stop()
     assert session["negotiated"]["erl"] == 1
     assert {"digest_errors", "data_snacks", "status_snacks", "data_acks", "target_digest_errors",
             "command_retries"} <= set(stats["session"])
@@ -302,9 +296,7 @@ def test_erl1_recovery_that_keeps_failing_falls_back_to_session_recovery(lio):
 
     async def go():
         with ResetProxy(t.host, t.port, corrupt_pdus={DATA_IN: 1}, max_corruptions=40) as proxy:
-            s = await open_session(SessionParams(proxy.host, proxy.port, "iqn.2026-11.test.bootkit:lio-erl1", t.iqn,
-                                                 nop_interval=0, header_digest=True, data_digest=True, erl=1,
-                                                 login_timeout=10, replacement_timeout=30))
+            s = await proxied_session(proxy, t, erl=1)
             try:
                 r = await s.execute(0, bytes([0x28, 0, 0, 0, 0, 0, 0, 0x08, 0, 0]), read_len=MiB)
                 return bytes(r.data), s.stats, proxy.corruptions

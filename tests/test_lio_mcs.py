@@ -12,8 +12,7 @@ import time
 import pytest
 
 from tests.initiator.ctl.helpers import ok_json, uiscsictl
-from tests.initiator.daemon.test_uiscsid_targets import Uiscsid
-from tests.lio_fixture import SessionParams, open_session
+from tests.lio_fixture import SessionParams, open_session, uiscsid_reloaded
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
 
@@ -81,13 +80,9 @@ def test_uiscsid_logs_fewer_connections_once_and_shows_both_counts(lio, tmp_path
     """``connections 4`` against LIO's default: one log line, even after LIO drops the session and it logs
     in again; ``show --json`` and ``show sessions --json`` give asked and granted."""
     t = lio()
-    conf = tmp_path / "uiscsi.conf"
-    conf.write_text(f"initiatorname {INITIATOR}\ntarget lio {{\n targetaddr 127.0.0.1 port {t.port}\n"
-                    f" targetname {t.iqn}\n connections 4\n}}\n")
-    daemon = Uiscsid(tmp_path)
-    try:
-        r = uiscsictl("-s", daemon.sock, "reload", "-f", str(conf), "--wait", "20")
-        assert r.returncode == 0, r.stderr
+    config = (f"initiatorname {INITIATOR}\ntarget lio {{\n targetaddr 127.0.0.1 port {t.port}\n"
+              f" targetname {t.iqn}\n connections 4\n}}\n")
+    with uiscsid_reloaded(tmp_path, config) as daemon:
         t.drop_sessions(down_for=0.5)
         deadline = time.monotonic() + 30
         while daemon.show("stats")["stats"][0]["session"]["reconnects"] < 1:  # the session logs in again
@@ -96,8 +91,6 @@ def test_uiscsid_logs_fewer_connections_once_and_shows_both_counts(lio, tmp_path
         daemon.wait_for("lio", lambda x: x["state"] == "logged-in" and x["logins"] == 1)
         (summary,) = ok_json("-s", daemon.sock, "show")["targets"]
         (session,) = ok_json("-s", daemon.sock, "show", "sessions")["sessions"]
-    finally:
-        daemon.stop()
     for doc in (summary, session):
         assert (doc["connections_asked"], doc["connections_granted"], doc["connections"]) == (4, 1, 1)
     assert daemon.logtext().count("granted 1 of the 4 connections asked (its MaxConnections is 1)") == 1

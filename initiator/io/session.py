@@ -90,8 +90,7 @@ class Stats:
     bytes_written: int = 0
     reconnects: int = 0
     ua_retries: int = 0
-    # ERL 1 (protocol.erl1.RecoveryCounts): data digest errors we recovered, the SNACKs we sent, the target's
-    # Rejects for data digest errors in our PDUs, and commands sent again because of them
+    # ERL 1 (protocol.erl1.COUNTS, counted by its core)
     digest_errors: int = 0
     data_snacks: int = 0
     status_snacks: int = 0
@@ -220,7 +219,7 @@ class Session:
     def _snack_timer(self) -> None:
         """ERL 1: stamp the SNACKs just sent and wake when the oldest unanswered one is due (then the
         connection is dropped: session recovery takes over)."""
-        core, loop = self.core, self._loop
+        core, loop = self.core, self._loop or asyncio.get_running_loop()
         core.stamp(time.monotonic())
         if self._snack_handle is None and (deadline := core.next_deadline()) is not None:
             self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
@@ -236,8 +235,8 @@ class Session:
                 link.abort(ConnectionLost(f"ERL1: the target did not answer a SNACK within {core.timeout:g} s; "
                                           "recovering the session"))
         if self.core is core and (deadline := core.next_deadline()) is not None:
-            self._snack_handle = self._loop.call_at(
-                self._loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
+            loop = asyncio.get_running_loop()
+            self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
 
     def _granted(self, count: int) -> None:
         """Remember how many connections the login got; log it once per session when fewer than asked."""

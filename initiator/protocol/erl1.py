@@ -27,8 +27,8 @@ whose data path stays the base class's. The decisions:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Protocol
+from types import SimpleNamespace
+from typing import Any
 
 from ..errors import ConnectionLost, DigestError, TargetProtocolError
 from . import pdu
@@ -45,27 +45,10 @@ _DIN = struct.Struct(">BBBBIQIIIIIIII")
 _RSP_EXPDATASN = struct.Struct(">I")  # SCSI Response bytes 36..39: the number of Data-In PDUs sent
 
 
-class RecoveryCounts(Protocol):
-    """Where the counts go (`io.session.Stats` has these fields)."""
-
-    digest_errors: int
-    data_snacks: int
-    status_snacks: int
-    data_acks: int
-    target_digest_errors: int
-    command_retries: int
-
-
-@dataclass
-class Counts:
-    """A stand-alone `RecoveryCounts` (tests, tools without a session)."""
-
-    digest_errors: int = 0
-    data_snacks: int = 0
-    status_snacks: int = 0
-    data_acks: int = 0
-    target_digest_errors: int = 0
-    command_retries: int = 0
+# What Erl1Core counts, as attributes of the ``counts`` object it is given (io.session.Stats has them all):
+# data digest errors we recovered, the SNACKs we sent, the target's Rejects for data digest errors in our
+# PDUs, and the commands sent again because of them.
+COUNTS = ("digest_errors", "data_snacks", "status_snacks", "data_acks", "target_digest_errors", "command_retries")
 
 
 class _Hole:
@@ -98,10 +81,10 @@ class Erl1Core(SessionCore):
 
     recovers_digest_errors = True
 
-    def __init__(self, negotiated, cmdsn: int, expcmdsn: int, maxcmdsn: int,
-                 counts: RecoveryCounts | None = None, timeout: float = SNACK_TIMEOUT) -> None:
+    def __init__(self, negotiated, cmdsn: int, expcmdsn: int, maxcmdsn: int, counts: Any = None,
+                 timeout: float = SNACK_TIMEOUT) -> None:
         super().__init__(negotiated, cmdsn, expcmdsn, maxcmdsn)
-        self.counts: RecoveryCounts = counts if counts is not None else Counts()
+        self.counts = counts if counts is not None else SimpleNamespace(**dict.fromkeys(COUNTS, 0))
         self.timeout = timeout
         self.holes: dict[int, _Hole] = {}  # ITT -> hole
         self._stat: dict[int, _Stat] = {}  # CID -> StatSN bookkeeping
@@ -198,25 +181,17 @@ class Erl1Core(SessionCore):
         return super().data_in_sink(bhs, dsl)
 
     def _data_in(self, conn: Connection, bhs: bytes, data) -> None:
-        (_, flags, _, status, hl, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, datasn, off, residual) = _DIN.unpack(bhs)
-        has_status = flags & 0x01
-        self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(has_status))
+        (_, flags, _, status, _, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, datasn, _, residual) = _DIN.unpack(bhs)
         t = self.tasks.get(itt)
-        if t is None:
-            if itt in self._forgotten:
-                return
-            raise TargetProtocolError(f"Data-In for unknown task 0x{itt:08x}")
-        dsl = hl & 0xFFFFFF
+        if t is None or (datasn == t.expdatasn and not flags & 0x40 and not self.holes):
+            super()._data_in(conn, bhs, data)  # in order and nothing to acknowledge: as at ERL 0
+            return
         if datasn != t.expdatasn:
+            self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(flags & 0x01))
             self._out_of_order(conn, t, datasn, flags, status, statsn, residual)
             return
-        if dsl and data is not None:  # only a zero-length or test-fed payload arrives here as bytes
-            t.buf[off:off + dsl] = data
-        t.expdatasn += 1
-        t.got += dsl
-        if has_status:
-            self._set_status(t, status, flags, residual)
-            self._complete_scsi(t)
+        super()._data_in(conn, bhs, data)  # placed and counted; completed if the status came with it
+        if flags & 0x01:
             return
         if flags & 0x40:  # the A bit: acknowledge the data so far (no hole before it, or we would not be here)
             self._snack(conn, SNACK_DATA_ACK, RESERVED_TAG, t.expdatasn, 0, ttt, lun)

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initiator.errors import ConnectionLost, DigestError
+from initiator.io.session import Stats
 from initiator.protocol import pdu
 from initiator.protocol.connection import Connection, Event
-from initiator.protocol.erl1 import MAX_SNACKS, Counts, Erl1Core, core_class
+from initiator.protocol.erl1 import COUNTS, MAX_SNACKS, Erl1Core, core_class
 from initiator.protocol.framer import Framer, PduReader
 from initiator.protocol.keys import Negotiated
 from initiator.protocol.session import SessionCore
@@ -28,7 +29,7 @@ TTT = 0x77
 def make(erl: int = 1, header_digest: bool = True) -> tuple[Erl1Core, Connection, Framer]:
     neg = Negotiated(max_xmit_dsl=8192, max_recv_dsl=65536, first_burst=65536, max_burst=262144, erl=erl,
                      immediate_data=True, initial_r2t=True, header_digest=header_digest, data_digest=True)
-    core = Erl1Core(neg, cmdsn=1, expcmdsn=1, maxcmdsn=64, counts=Counts(), timeout=5.0)
+    core = Erl1Core(neg, cmdsn=1, expcmdsn=1, maxcmdsn=64, counts=Stats(), timeout=5.0)
     c = Connection(0)
     c.fire(Event.CONNECT)
     c.fire(Event.CONNECTED)
@@ -221,6 +222,11 @@ def test_without_header_digests_a_data_digest_error_drops_the_connection():
     with pytest.raises(DigestError, match="cannot be trusted"):
         fr.feed(raw(r.data_in(0), corrupt=True, header_digest=False))
     assert sent(core) == []
+
+
+def test_the_session_stats_have_every_count_the_core_keeps():
+    assert set(COUNTS) <= set(vars(Stats()))
+    assert all(getattr(Erl1Core(Negotiated(erl=1), 1, 1, 1).counts, name) == 0 for name in COUNTS)
 
 
 def test_erl0_keeps_the_plain_core_and_its_digest_errors_drop_the_connection():
