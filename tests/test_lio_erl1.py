@@ -1,9 +1,9 @@
 """ErrorRecoveryLevel 1 against LIO: what LIO does, PDU by PDU, then our recovery through a proxy that corrupts
 chosen payloads (tests/proxy.py frames the PDUs and never touches a header, padding or digest).
 
-The first two tests drive a session by hand
-(the sans-IO login over a blocking socket, then raw PDUs), with 8 KiB Data-In PDUs and
-32 KiB bursts, so a 64 KiB READ comes as DataSN 0-7 in two bursts. Facts shown here (kernel 6.1):
+The first two tests drive a session by hand (the sans-IO login over a blocking socket, then raw PDUs), with
+8 KiB Data-In PDUs and 32 KiB bursts, so a 64 KiB READ comes as DataSN 0-7 in two bursts. Facts shown here
+(kernel 6.1):
 
 - at ERL >= 1 LIO sets the A bit (asks for a DataACK SNACK) on the last Data-In of every burst and puts a
   TTT and the LUN there; at ERL 0 neither (TTT 0xffffffff);

@@ -41,6 +41,7 @@ SNACK_DATA, SNACK_STATUS, SNACK_DATA_ACK = 0, 1, 2  # SNACK types (RFC 7143 11.1
 REJECT_DATA_DIGEST = 0x02
 MAX_SNACKS = 8  # Data SNACKs for one task before we give up on it and recover the session
 SNACK_TIMEOUT = 10.0  # seconds a SNACK may go unanswered
+MAX_STATUS_GAP = 256  # lost statuses we ask for at once; a wider StatSN jump is a broken target
 _DIN = struct.Struct(">BBBBIQIIIIIIII")
 _RSP_EXPDATASN = struct.Struct(">I")  # SCSI Response bytes 36..39: the number of Data-In PDUs sent
 
@@ -125,6 +126,8 @@ class Erl1Core(SessionCore):
     def _status_arrived(self, conn: Connection, st: _Stat, statsn: int) -> None:
         if sn_lt(st.next, statsn) and self.neg.erl:  # StatSN next..statsn-1 never came: ask for them again
             count = (statsn - st.next) & MASK
+            if count > MAX_STATUS_GAP:
+                raise TargetProtocolError(f"StatSN jumped from {st.next} to {statsn}: {count} statuses missing")
             for sn in range(count):
                 st.missing[(st.next + sn) & MASK] = None
             self._ask_status(conn, st, st.next, count)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initiator.errors import ConnectionLost, DigestError
+from initiator.errors import ConnectionLost, DigestError, TargetProtocolError
 from initiator.io.session import Stats
 from initiator.protocol import pdu
 from initiator.protocol.connection import Connection, Event
@@ -132,6 +132,15 @@ def test_a_lost_status_is_asked_for_with_a_status_snack_and_expstatsn_waits_for_
     assert core.done == [b] and c.expstatsn == 10
     fr.feed(raw(pdu.ScsiResponse(itt=a.itt, statsn=10, expcmdsn=3, maxcmdsn=70)))
     assert core.done == [b, a] and c.expstatsn == 12
+
+
+def test_a_statsn_jump_too_wide_to_be_lost_statuses_is_a_protocol_error():
+    core, c, fr = make()
+    t = core.scsi_task(0, b"\x00" * 6)
+    core.issue(t, c)
+    with pytest.raises(TargetProtocolError, match="StatSN jumped from 10 to 100010"):
+        fr.feed(raw(pdu.ScsiResponse(itt=t.itt, statsn=100010, expcmdsn=2, maxcmdsn=70)))
+    assert sent(core) == []
 
 
 def test_sense_data_that_fails_its_digest_is_asked_for_again():
