@@ -9,14 +9,17 @@ going from the target to the initiator (``corruptions`` counts them), for digest
 
 ``corrupt_pdus={opcode: N}`` is the careful form: the proxy frames both directions into PDUs (BHS, AHS, header
 digest, data, padding, data digest, at the digest settings the login negotiated, read from the Login
-Responses) and flips one byte in the middle of the data segment of every Nth PDU of that opcode that carries
+Responses) and flips one byte in the middle of the data segment of one in N PDUs of that opcode that carry
 data (0x25 Data-In from the target; 0x01 SCSI Command with immediate data or 0x05 Data-Out from the
-initiator), never a header, padding or digest; at most ``max_corruptions`` in all. ``corrupted`` lists
-(opcode, ITT, DataSN) of each. Threads only: it does not touch the test's event loop.
+initiator), never a header, padding or digest; at most ``max_corruptions`` in all. The one in N is drawn
+from a generator seeded with ``corrupt_seed`` (N=1: every PDU): a fixed period would resonate with resends
+of the same length and hit the same PDU every time. ``corrupted`` lists (opcode, ITT, DataSN) of each,
+``seen`` counts the PDUs with data by opcode. Threads only: it does not touch the test's event loop.
 """
 
 from __future__ import annotations
 
+import random
 import selectors
 import socket
 import struct
@@ -117,7 +120,8 @@ class PduStream:
 class ResetProxy:
     def __init__(self, target_host: str, target_port: int, reset_every: int | None = None,
                  max_resets: int = 1000, corrupt_every: int | None = None,
-                 corrupt_pdus: dict[int, int] | None = None, max_corruptions: int = 1 << 30) -> None:
+                 corrupt_pdus: dict[int, int] | None = None, max_corruptions: int = 1 << 30,
+                 corrupt_seed: int = 1) -> None:
         self.target = (target_host, target_port)
         self.corrupt_every = corrupt_every
         self.corrupt_pdus = dict(corrupt_pdus or {})
@@ -125,6 +129,8 @@ class ResetProxy:
         self.corrupted: list[tuple[int, int, int]] = []  # (opcode, ITT, DataSN) of each PDU hit
         self.seen: dict[int, int] = {}  # opcode -> PDUs with data seen (all connections), for corrupt_pdus
         self.corruptions = 0
+        # one generator per opcode: its draws do not depend on how the two directions interleave
+        self._random = {op: random.Random(corrupt_seed * 256 + op) for op in self.corrupt_pdus}
         self._returned = 0
         self.reset_every = reset_every
         self.max_resets = max_resets
@@ -226,13 +232,13 @@ class ResetProxy:
         return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:]
 
     def _choose(self, opcode: int, bhs: bytes) -> bool:
-        """Whether this PDU (it carries data) gets a flipped payload byte: every Nth of its opcode."""
-        every = self.corrupt_pdus.get(opcode)
-        if every is None:
+        """Whether this PDU (it carries data) gets a flipped payload byte: one in N of its opcode."""
+        one_in = self.corrupt_pdus.get(opcode)
+        if one_in is None:
             return False
         with self._lock:
-            self.seen[opcode] = n = self.seen.get(opcode, 0) + 1
-            if n % every or self.corruptions >= self.max_corruptions:
+            self.seen[opcode] = self.seen.get(opcode, 0) + 1
+            if self._random[opcode].randrange(one_in) or self.corruptions >= self.max_corruptions:
                 return False
             self.corruptions += 1
             self.corrupted.append((opcode, int.from_bytes(bhs[16:20], "big"), int.from_bytes(bhs[36:40], "big")))

@@ -39,7 +39,7 @@ from .task import MASK, Task, sn_lt
 
 SNACK_DATA, SNACK_STATUS, SNACK_DATA_ACK = 0, 1, 2  # SNACK types (RFC 7143 11.16.1)
 REJECT_DATA_DIGEST = 0x02
-MAX_SNACKS = 8  # Data SNACKs for one task before we give up on it and recover the session
+MAX_SNACKS = 8  # SNACKs in a row without progress before we give up on a task and recover the session
 SNACK_TIMEOUT = 10.0  # seconds a SNACK may go unanswered
 MAX_STATUS_GAP = 256  # lost statuses we ask for at once; a wider StatSN jump is a broken target
 _DIN = struct.Struct(">BBBBIQIIIIIIII")
@@ -155,14 +155,17 @@ class Erl1Core(SessionCore):
         self._snack(conn, SNACK_STATUS, RESERVED_TAG, begrun, count)
         self.counts.status_snacks += 1
 
-    def _ask_data(self, t: Task, hole: _Hole) -> None:
-        """Data SNACK for everything from the first missing DataSN (RunLength 0: LIO's bound is off by one)."""
-        if hole.asked_from == t.expdatasn:
+    def _ask_data(self, t: Task, hole: _Hole, again: bool = False) -> None:
+        """Data SNACK for everything from the first missing DataSN (RunLength 0: LIO's bound is off by one).
+        ``again``: the PDU due arrived bad (a resent one, perhaps), so ask even from the same DataSN."""
+        if hole.asked_from == t.expdatasn and not again:
             return  # asked already; what arrives meanwhile is what was in flight
-        hole.snacks += 1
+        # count the SNACKs in a row that made no progress (the last resend brought nothing in order)
+        progress = hole.asked_from >= 0 and sn_lt(hole.asked_from, t.expdatasn)
+        hole.snacks = 1 if progress else hole.snacks + 1
         if hole.snacks > MAX_SNACKS:
-            raise ConnectionLost(f"ERL1: task 0x{t.itt:08x} still lacks Data-In after {MAX_SNACKS} SNACKs; "
-                                 "recovering the session")
+            raise ConnectionLost(f"ERL1: task 0x{t.itt:08x} still lacks Data-In after {MAX_SNACKS} SNACKs "
+                                 "without progress; recovering the session")
         hole.asked_from = t.expdatasn
         hole.since = None
         self._snack(t.conn, SNACK_DATA, t.itt, t.expdatasn, 0)
@@ -276,9 +279,7 @@ class Erl1Core(SessionCore):
         hole = self._hole(t)
         if has_status:
             self._early_status(conn, t, hole, (status, flags, residual), statsn, datasn)
-        if datasn == t.expdatasn:
-            hole.asked_from = -1  # the PDU due is the bad one (perhaps a resent one): ask again
-        self._ask_data(t, hole)
+        self._ask_data(t, hole, again=datasn == t.expdatasn)
 
     def _other(self, conn: Connection, p: pdu.PDU) -> None:
         if isinstance(p, pdu.Reject) and self.neg.erl and self._reject(conn, p):

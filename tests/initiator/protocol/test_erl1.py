@@ -217,12 +217,21 @@ def test_an_unanswered_snack_times_out_and_names_its_connection():
     assert core.handle_timer(104.9) == [] and core.handle_timer(105.0) == [0]
 
 
-def test_a_task_that_keeps_failing_its_digest_gives_up_after_max_snacks():
+def test_a_task_that_keeps_failing_its_digest_gives_up_after_max_snacks_without_progress():
     core, c, fr = make()
     r = Reader(core, c, 2)
-    with pytest.raises(ConnectionLost, match=f"after {MAX_SNACKS} SNACKs"):
+    with pytest.raises(ConnectionLost, match=f"after {MAX_SNACKS} SNACKs without progress"):
         for _ in range(MAX_SNACKS + 1):
             fr.feed(raw(r.data_in(0), corrupt=True))
+
+
+def test_snacks_that_make_progress_do_not_count_towards_giving_up():
+    core, c, fr = make()
+    r = Reader(core, c, MAX_SNACKS * 2 + 2)
+    for sn in range(MAX_SNACKS * 2):  # each PDU bad once, then good: a SNACK per PDU, progress every time
+        fr.feed(raw(r.data_in(sn), corrupt=True) + raw(r.data_in(sn)))
+    fr.feed(r.stream(MAX_SNACKS * 2))
+    assert core.done == [r.task] and bytes(r.buf) == r.payload and core.counts.data_snacks == MAX_SNACKS * 2
 
 
 def test_without_header_digests_a_data_digest_error_drops_the_connection():
