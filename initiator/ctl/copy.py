@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import os
 import stat
@@ -238,9 +239,12 @@ async def cmd_cp(args: argparse.Namespace) -> int:
         finally:
             progress.end_line()  # an error message must not land in the middle of the bar
         seconds = time.monotonic() - start
+        # how each LUN's session fared: reconnects, and the digest errors ERL 1 recovered without one
+        stats = {side: dataclasses.asdict(end.session.stats) for side, end in (("source", src), ("destination", dst))
+                 if isinstance(end, LunEnd)}
     rate = size / seconds / (1 << 20) if seconds > 0 else 0.0
     doc = {"source": _name(args.source), "destination": _name(args.destination), "bytes": size,
-           "seconds": round(seconds, 3), "mb_per_s": round(rate, 1)}
+           "seconds": round(seconds, 3), "mb_per_s": round(rate, 1), "session_stats": stats}
     text = f"copied {size} bytes ({human_bytes(size)}) in {seconds:.2f} s, {rate:.1f} MiB/s"
     return emit(args, doc, text, stream=sys.stderr if args.destination == "-" else None)
 

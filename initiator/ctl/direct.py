@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import re
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -79,6 +80,8 @@ async def logged_in(params: SessionParams, budget: Budget, where: str) -> AsyncI
     except TimeoutError:
         raise CommandTimeout(f"login to {where} did not complete within {budget.describe()} "
                              "(is it an iSCSI target? try a larger --timeout)") from None
+    if (notice := session.connections_notice()) is not None:
+        print(f"uiscsictl: notice: {notice}", file=sys.stderr)
     timed_out = True
     try:
         yield session

@@ -92,9 +92,11 @@ async def cmd_perf(args: argparse.Namespace) -> int:
             raise ToolError(f"--block-size {args.block_size} is larger than the LUN ({cap.size} bytes)")
         ios, seconds = await _load(s, url.lun, cap, args)
         connections = getattr(s, "connections", 1)
+        asked, granted = params.max_connections, s.connections_granted
     iops = ios / seconds
     mbps = iops * args.block_size / (1 << 20)
     doc = {"iops": round(iops, 1), "mb_per_s": round(mbps, 1), "connections": connections,
+           "connections_asked": asked, "connections_granted": granted,
            "queue_depth": args.queue_depth, "block_size": args.block_size, "seconds": round(seconds, 3),
            "ios": ios, "random": args.random, "write": args.write}
     kind = f"{'random' if args.random else 'sequential'} {'writes' if args.write else 'reads'}"

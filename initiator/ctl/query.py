@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from ..io.params import SessionParams
+from ..protocol.chap import algorithm_names
 from ..scsi import commands as scsi
 from ..scsi import vpd
 from . import copy, perf
@@ -19,7 +20,8 @@ from .progress import human_bytes
 from .url import chap_from_env, parse_discovery_portal, parse_url
 
 _FMT = argparse.RawDescriptionHelpFormatter
-URL_HELP = "iscsi://[user[%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
+# argparse %-formats help strings: a literal % is written %%
+URL_HELP = "iscsi://[user[%%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -125,9 +127,16 @@ def session_doc(session) -> dict[str, Any]:
         return {}
     return {"header_digest": n.header_digest, "data_digest": n.data_digest,
             "connections": getattr(session, "connections", 1), "max_connections": n.max_connections,
+            "connections_asked": session.params.max_connections,
+            "connections_granted": session.connections_granted, "chap_algorithm": _chap_name(session),
             "immediate_data": n.immediate_data, "initial_r2t": n.initial_r2t, "first_burst": n.first_burst,
             "max_burst": n.max_burst, "max_recv_dsl": n.max_recv_dsl, "max_xmit_dsl": n.max_xmit_dsl,
             "target_alias": n.target_alias, "tpgt": n.tpgt}
+
+
+def _chap_name(session) -> str | None:
+    alg = session.chap_algorithm
+    return algorithm_names((alg,))[0] if alg is not None else None
 
 
 def _provisioning_doc(p: vpd.Provisioning | None) -> dict[str, Any] | None:

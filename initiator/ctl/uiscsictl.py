@@ -40,8 +40,14 @@ Talk to iSCSI targets directly (one-shot tools) or to the uiscsid daemon.
 
 One-shot tools log in, do their work and log out: discover, inquiry, capacity, luns, cp, perf.
 Targets are named by libiscsi-style URLs, iscsi://[user[%secret]@]host[:port]/IQN/LUN, so the same
-URL works with qemu-img and libiscsi's tools. URL arguments: ?header_digest=crc32c|none,
-data_digest=crc32c|none, target_user=..&target_password=.. (mutual CHAP), max_connections=N (MC/S).
+URL works with qemu-img and libiscsi's tools. URL arguments, joined with '&' after a '?':
+  header_digest=crc32c|none, data_digest=crc32c|none
+  target_user=U&target_password=P   mutual CHAP: the target proves itself too
+  chap_algorithms=A[,A...]          CHAP algorithms to offer, in this order, from md5, sha1, sha256,
+                                    sha3-256 (default sha3-256,sha1,md5; the target picks the first it knows)
+  max_connections=N                 MC/S, 1-16; a target that grants fewer gets a one-line notice
+  erl=0|1                           ErrorRecoveryLevel to offer (default 0); at 1 a digest error is
+                                    recovered by SNACK, without logging in again, where the target agrees
 Put CHAP secrets in LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD (and ..._TARGET_USERNAME/
 _TARGET_PASSWORD for mutual CHAP) to keep them off the process list."""
 
@@ -50,6 +56,8 @@ examples:
   uiscsictl discover 192.0.2.10
   uiscsictl inquiry iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1
   uiscsictl capacity --json iscsi://192.0.2.10:3261/iqn.2026-11.org.example:disk/1
+  uiscsictl capacity 'iscsi://u%s@192.0.2.10/iqn.2026-11.org.example:disk/1?chap_algorithms=sha256,md5'
+  uiscsictl inquiry 'iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1?data_digest=crc32c&erl=1'
   uiscsictl cp disk.img iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1
   uiscsictl perf iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1 --block-size 4k --queue-depth 32 \\
       --seconds 5 --random --json

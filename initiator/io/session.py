@@ -52,6 +52,7 @@ from ..errors import (
 )
 from ..protocol import pdu
 from ..protocol.connection import Event, State
+from ..protocol.erl1 import SNACK_TIMEOUT, Erl1Core, core_class
 from ..protocol.escalation import Counts
 from ..protocol.keys import Negotiated, Proposals
 from ..protocol.login import LoginMachine, LoginParams
@@ -91,6 +92,13 @@ class Stats:
     bytes_written: int = 0
     reconnects: int = 0
     ua_retries: int = 0
+    # ERL 1 (protocol.erl1.COUNTS, counted by its core)
+    digest_errors: int = 0
+    data_snacks: int = 0
+    status_snacks: int = 0
+    data_acks: int = 0
+    target_digest_errors: int = 0
+    command_retries: int = 0
 
 
 class Session:
@@ -112,6 +120,11 @@ class Session:
         self._next_cid = 0
         self._ramp: int | None = None  # commands in flight allowed while ramping up after a reinstatement
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections_granted = 0  # connections the last login established (asked: params.max_connections)
+        self.chap_algorithm: int | None = None  # the CHAP_A the target chose at the last login
+        self._mcs_refusal: str | None = None  # why the target refused another connection (istgt does)
+        self._noticed = False
+        self._snack_handle: asyncio.TimerHandle | None = None
         self.recovery = Recovery(self)
         self._policy = self.recovery.policy
         # command timeouts and their escalation (io.timeouts); ``counts`` may outlive the session
@@ -149,13 +162,14 @@ class Session:
     # -------------------------------------------------------------- login and connections
     def _login_params(self, cid: int, leading: bool) -> LoginParams:
         p = self.params
-        proposals = Proposals(max_connections=max(1, p.max_connections),
-                              max_recv_dsl=MAX_RECV_DSL).with_overrides(**p.proposals)
+        proposals = Proposals(max_connections=max(1, p.max_connections), max_recv_dsl=MAX_RECV_DSL,
+                              erl=p.erl).with_overrides(**p.proposals)
         return LoginParams(initiator_name=p.initiator_name, target_name=p.target_name, isid=self.isid,
                            tsih=0 if leading else self.tsih, cid=cid, cmdsn=self.core.cmdsn if self.core else 1,
                            chap_user=p.chap.user if p.chap else None, chap_secret=p.chap.secret if p.chap else None,
                            mutual_user=p.mutual.user if p.mutual else None,
-                           mutual_secret=p.mutual.secret if p.mutual else None, header_digest=p.header_digest,
+                           mutual_secret=p.mutual.secret if p.mutual else None,
+                           chap_algorithms=p.chap_algorithms, header_digest=p.header_digest,
                            data_digest=p.data_digest, leading=leading, proposals=proposals,
                            session=None if leading else self.negotiated)
 
@@ -181,8 +195,9 @@ class Session:
         """Leading login (TSIH 0: a new or reinstated session), then MC/S connections up to the limit."""
         link, m = await self._open_link(True, deadline)
         self.negotiated, self.tsih = m.result, m.tsih
+        self.chap_algorithm = m.chap.algorithm if m.chap is not None else None
         if self.core is None:
-            self.core = SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
+            self.core = self._new_core(m.result, m.expcmdsn, m.maxcmdsn)
         else:
             self.core.neg = m.result
             self.core.renumber(m.expcmdsn, m.expcmdsn, m.maxcmdsn)
@@ -193,8 +208,57 @@ class Session:
                 extra, _ = await self._open_link(False, deadline)
             except ISCSIError as e:  # a target may refuse more connections than it advertised (istgt)
                 log.info("MC/S: staying at %d connection(s): %s", len(self.links), e)
+                self._mcs_refusal = str(e)
                 break
             self._adopt(extra)
+        self._granted(len(self.links))
+
+    def _new_core(self, negotiated: Negotiated, expcmdsn: int, maxcmdsn: int) -> SessionCore:
+        """The sans-IO core for what login agreed: at ErrorRecoveryLevel 1 it recovers digest errors by SNACK."""
+        cls = core_class(negotiated)
+        if cls is SessionCore:
+            return SessionCore(negotiated, expcmdsn, expcmdsn, maxcmdsn)
+        timeout = self.params.nop_timeout if self.params.nop_timeout > 0 else SNACK_TIMEOUT
+        return cls(negotiated, expcmdsn, expcmdsn, maxcmdsn, counts=self.stats, timeout=timeout)
+
+    def _snack_timer(self) -> None:
+        """ERL 1: stamp the SNACKs just sent and wake when the oldest unanswered one is due (then the
+        connection is dropped: session recovery takes over)."""
+        core, loop = self.core, self._loop or asyncio.get_running_loop()
+        core.stamp(time.monotonic())
+        if self._snack_handle is None and (deadline := core.next_deadline()) is not None:
+            self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
+
+    def _snack_due(self) -> None:
+        self._snack_handle = None
+        core = self.core
+        if not isinstance(core, Erl1Core):
+            return
+        for cid in core.handle_timer(time.monotonic()):
+            link = self.links.get(cid)
+            if link is not None:
+                link.abort(ConnectionLost(f"ERL1: the target did not answer a SNACK within {core.timeout:g} s; "
+                                          "recovering the session"))
+        if self.core is core and (deadline := core.next_deadline()) is not None:
+            loop = asyncio.get_running_loop()
+            self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
+
+    def _granted(self, count: int) -> None:
+        """Remember how many connections the login got; log it once per session when fewer than asked."""
+        self.connections_granted = count
+        notice = self.connections_notice()
+        if notice and not self._noticed:
+            self._noticed = True
+            log.warning("%s", notice)
+
+    def connections_notice(self) -> str | None:
+        """One line when the target granted fewer connections than asked, else None."""
+        asked, granted = self.params.max_connections, self.connections_granted
+        if granted >= asked or self.negotiated is None:
+            return None
+        why = (f"its MaxConnections is {self.negotiated.max_connections}" if self.negotiated.max_connections < asked
+               else f"it refused connection {granted + 1}: {self._mcs_refusal}")
+        return f"{self.params.target_name}: the target granted {granted} of the {asked} connections asked ({why})"
 
     def _adopt(self, link: Link) -> None:
         self.links[link.state.cid] = link
@@ -322,6 +386,8 @@ class Session:
     def link_received(self) -> None:
         """After a receive: send what the core produced, wake finished callers, reissue retries."""
         core = self.core
+        if core.unstamped:
+            self._snack_timer()
         self._flush_out()
         if core.done:
             done, core.done = core.done, []
@@ -488,6 +554,9 @@ class Session:
 
     def _teardown(self, event: SessionEvent, error: ISCSIError, tasks: list[Task] = ()) -> None:
         self.fire(event, str(error))
+        if self._snack_handle is not None:
+            self._snack_handle.cancel()
+            self._snack_handle = None
         for link in self.links.values():
             if link.transport is not None:
                 link.transport.close()

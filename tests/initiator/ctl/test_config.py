@@ -61,6 +61,33 @@ def test_defaults_and_one_line_block(tmp_path):
     assert cfg.initiator_name is None
 
 
+def test_chap_algorithms_and_erl_are_read_in_the_order_given(tmp_path):
+    secret(tmp_path, "i.secret")
+    cfg = parse_file(conf(tmp_path, f"""target a {{
+    targetaddr 127.0.0.1; targetname {IQN}
+    auth chap user u secret-file i.secret algorithms sha256,MD5 sha3-256
+    erl 1
+}}
+target b {{ targetaddr 127.0.0.1; targetname {IQN}; auth chap user u secret-file i.secret }}
+"""))
+    a, b = cfg.target("a").session, cfg.target("b").session
+    assert (a.chap_algorithms, a.erl) == ((7, 5, 8), 1)
+    assert (b.chap_algorithms, b.erl) == ((8, 6, 5), 0)
+
+
+@pytest.mark.parametrize("clause, fragment", [
+    ("auth chap user u secret-file i.secret algorithms sha512", "unknown CHAP algorithm 'sha512'"),
+    ("auth chap user u secret-file i.secret algorithms md5,md5", "named twice"),
+    ("auth chap user u secret-file i.secret algorithms", "no CHAP algorithm named"),
+    ("erl 2", "ErrorRecoveryLevel from 0 to 1"),
+])
+def test_bad_algorithms_and_erl_clauses_name_file_and_line(tmp_path, clause, fragment):
+    secret(tmp_path, "i.secret")
+    p = conf(tmp_path, f"target a {{\n targetaddr 1.2.3.4\n targetname {IQN}\n {clause}\n}}\n")
+    errs = errors_of(p)
+    assert errs[0].startswith(f"{p}:4: ") and fragment in errs[0], errs
+
+
 def test_discovery_target_needs_no_targetname(tmp_path):
     cfg = parse_file(conf(tmp_path, "target d {\n targetaddr 10.1.1.1\n discovery\n}\n"))
     assert cfg.target("d").discovery and cfg.target("d").session.target_name is None
