@@ -18,7 +18,6 @@ spare the services too), kernel threads, zombies (a signal cannot make them go),
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import time
@@ -90,9 +89,9 @@ DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
+    """The C library already loaded in this process (no ldconfig run, as find_library would do)."""
     try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
