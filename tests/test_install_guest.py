@@ -32,7 +32,7 @@ ASSUME_YES = 'APT::Get::Assume-Yes "true";\n'  # apt asks before remove; the adm
 INSTALL = "apt-get install ./build/iscsi-bootkit_*.deb"
 LOGIN = {"systemd": "systemctl restart uiscsi-reload.service", "sysvinit": "service uiscsid reload"}
 MKFS = f"mkfs.ext4 {LINK}"
-MOUNT = {"systemd": "systemctl daemon-reload && systemctl start remote-fs.target",
+MOUNT = {"systemd": "systemctl daemon-reload && systemctl start srv-data.mount",
          "sysvinit": "service uiscsid reload"}
 STATUS = {"systemd": "systemctl status uiscsid.service uiscsi-reload.service", "sysvinit": "service uiscsid status"}
 CHECKS = ("uiscsictl show", "ls -l /dev/disk/by-iscsi/", "findmnt /srv/data")
