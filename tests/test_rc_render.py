@@ -144,6 +144,9 @@ def test_systemd_orders_daemon_then_logins_then_each_network_mount(systemd_root)
     assert "network-online.target" in reload["Wants"]
     assert "uiscsid.service" in reload["Requires"]
     assert "remote-fs-pre.target" in reload["Before"]
+    # the logout (ExecStop) runs in the shutdown transaction, after the mounts' stop jobs and before udev's
+    assert "shutdown.target" in reload["Conflicts"] and "shutdown.target" in reload["Before"]
+    assert "systemd-udevd.service" in reload["After"]
     for mount in ("srv-data.mount", "srv-my\\x20disk.mount", "srv-cold.mount"):
         assert "uiscsi-reload.service" in units[mount]["After"], mount
         assert "uiscsi-reload.service" in units[mount]["Wants"], mount
@@ -171,6 +174,25 @@ def test_systemd_exec_start_runs_the_daemon_under_the_shim(tmp_path, fstab):
     assert (f"ExecStart={VENV_BIN}/uiscsictl -s /run/u%%s.sock --timeout 20 "
             "reload -f /etc/uiscsi.conf --wait 10") \
         in reload
+
+
+def test_systemd_reload_unit_logs_out_unused_sessions_when_stopped_within_a_bound(tmp_path, fstab):
+    out = rendered(tmp_path, "systemd", fstab, "--set", "ctl_timeout=20", "--set", "stop_timeout=15")
+    reload = (out / r.SYSTEMD_DIR / "uiscsi-reload.service").read_text()
+    assert f"ExecStop={VENV_BIN}/uiscsictl -s /run/uiscsid.sock --timeout 20 detach --unused\n" in reload
+    assert "TimeoutStopSec=35\n" in reload
+
+
+@pytest.mark.parametrize("init", ["systemd", "busybox"])
+def test_the_attach_setting_reaches_the_daemon_command_line(tmp_path, fstab, init):
+    name = "etc/systemd/system/uiscsid.service" if init == "systemd" else "etc/rc"
+    default = (rendered(tmp_path / "a", init, fstab) / name).read_text()
+    assert "--attach" not in default  # the daemon's own default: auto
+    ioctl = (rendered(tmp_path / "b", init, fstab, "--set", "attach=ioctl") / name).read_text()
+    assert re.search(r" -d -s \S+ --attach ioctl", ioctl), ioctl
+    res = bootkit_rc("render", "--init", init, "--fstab", str(fstab), "-o", str(tmp_path / "c"),
+                     "--set", "attach=kernel")
+    assert res.returncode != 0 and "choose one of auto, netlink, ioctl" in res.stderr, res.stderr
 
 
 def test_systemd_gives_no_drop_in_to_nfs_or_local_mounts(tmp_path, fstab):
