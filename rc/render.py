@@ -238,6 +238,7 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
         files = {
             f"{SYSTEMD_DIR}/uiscsid.service": RenderedFile(t("systemd/uiscsid.service.j2")),
             f"{SYSTEMD_DIR}/uiscsi-reload.service": RenderedFile(t("systemd/uiscsi-reload.service.j2")),
+            f"{SYSTEMD_DIR}/uiscsi-logout.service": RenderedFile(t("systemd/uiscsi-logout.service.j2")),
             UDEV_RULES: RenderedFile(t("udev/uiscsi.rules.j2")),
         }
         for e in net_entries or []:
@@ -247,7 +248,8 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
             files[f"{SYSTEMD_DIR}/{unit}.d/50-uiscsi.conf"] = RenderedFile(t("systemd/netmount.conf.j2", e=e))
         wants = f"{SYSTEMD_DIR}/remote-fs.target.wants"
         links = {f"{wants}/uiscsid.service": "../uiscsid.service",
-                 f"{wants}/uiscsi-reload.service": "../uiscsi-reload.service"}
+                 f"{wants}/uiscsi-reload.service": "../uiscsi-reload.service",
+                 f"{wants}/uiscsi-logout.service": "../uiscsi-logout.service"}
         return Rendered(files, links)
     if init == "sysvinit":  # Debian's sysvinit runs udev too
         return Rendered({"etc/init.d/uiscsid": RenderedFile(t("sysvinit/uiscsid.j2"), 0o755),

@@ -113,8 +113,8 @@ def systemd_root(tmp_path: Path, fstab: Path) -> Path:
     return root
 
 
-UNITS = ["uiscsid.service", "uiscsi-reload.service", "srv-data.mount", "srv-my\\x20disk.mount",
-         "srv-cold.mount"]
+UNITS = ["uiscsid.service", "uiscsi-reload.service", "uiscsi-logout.service", "srv-data.mount",
+         "srv-my\\x20disk.mount", "srv-cold.mount"]
 
 
 @needs["systemd-analyze"]
@@ -144,9 +144,14 @@ def test_systemd_orders_daemon_then_logins_then_each_network_mount(systemd_root)
     assert "network-online.target" in reload["Wants"]
     assert "uiscsid.service" in reload["Requires"]
     assert "remote-fs-pre.target" in reload["Before"]
-    # the logout (ExecStop) runs in the shutdown transaction, after the mounts' stop jobs and before udev's
-    assert "shutdown.target" in reload["Conflicts"] and "shutdown.target" in reload["Before"]
-    assert "systemd-udevd.service" in reload["After"]
+    assert "systemd-udevd.service" in reload["After"]  # udev names the devices reload --wait waits for
+    # the logout (its ExecStop) runs in the shutdown transaction, after the mounts' stop jobs (it is before
+    # remote-fs-pre.target, as they are after it), while the network and udev are still up
+    logout = units["uiscsi-logout.service"]
+    assert "shutdown.target" in logout["Conflicts"] and "shutdown.target" in logout["Before"]
+    assert "remote-fs-pre.target" in logout["Before"] and "uiscsid.service" in logout["Requires"]
+    assert {"uiscsid.service", "network-online.target", "systemd-udevd.service"} <= set(logout["After"])
+    assert "shutdown.target" not in reload.get("Conflicts", [])  # the logins stay as they were
     for mount in ("srv-data.mount", "srv-my\\x20disk.mount", "srv-cold.mount"):
         assert "uiscsi-reload.service" in units[mount]["After"], mount
         assert "uiscsi-reload.service" in units[mount]["Wants"], mount
@@ -176,11 +181,12 @@ def test_systemd_exec_start_runs_the_daemon_under_the_shim(tmp_path, fstab):
         in reload
 
 
-def test_systemd_reload_unit_logs_out_unused_sessions_when_stopped_within_a_bound(tmp_path, fstab):
+def test_systemd_logout_unit_logs_out_unused_sessions_when_stopped_within_a_bound(tmp_path, fstab):
     out = rendered(tmp_path, "systemd", fstab, "--set", "ctl_timeout=20", "--set", "stop_timeout=15")
-    reload = (out / r.SYSTEMD_DIR / "uiscsi-reload.service").read_text()
-    assert f"ExecStop={VENV_BIN}/uiscsictl -s /run/uiscsid.sock --timeout 20 detach --unused\n" in reload
-    assert "TimeoutStopSec=35\n" in reload
+    logout = (out / r.SYSTEMD_DIR / "uiscsi-logout.service").read_text()
+    assert f"ExecStop={VENV_BIN}/uiscsictl -s /run/uiscsid.sock --timeout 20 detach --unused\n" in logout
+    assert "TimeoutStopSec=35\n" in logout and "ExecStart" not in logout
+    assert "ExecStop" not in (out / r.SYSTEMD_DIR / "uiscsi-reload.service").read_text()
 
 
 @pytest.mark.parametrize("init", ["systemd", "busybox"])
@@ -201,10 +207,11 @@ def test_systemd_gives_no_drop_in_to_nfs_or_local_mounts(tmp_path, fstab):
     assert dropins == ["srv-cold.mount.d", "srv-data.mount.d", "srv-my\\x20disk.mount.d"]
 
 
-def test_systemd_install_enables_both_units_under_root(systemd_root):
+def test_systemd_install_enables_the_three_units_under_root(systemd_root):
     wants = systemd_root / r.SYSTEMD_DIR / "remote-fs.target.wants"
     assert os.readlink(wants / "uiscsid.service") == "../uiscsid.service"
     assert os.readlink(wants / "uiscsi-reload.service") == "../uiscsi-reload.service"
+    assert os.readlink(wants / "uiscsi-logout.service") == "../uiscsi-logout.service"
     unit = systemd_root / r.SYSTEMD_DIR / "uiscsid.service"
     assert (wants / "uiscsid.service").resolve() == unit.resolve()
 

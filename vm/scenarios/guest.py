@@ -116,6 +116,11 @@ def env_text(plan: GuestPlan) -> str:
         "PROOF_CONFIG": s.config,
         "PROOF_FSTAB": s.fstab,
         "PROOF_PIDFILE": s.pidfile,
+        # late.sh, once the target is back: what the busybox rc does at boot, then the writer
+        "PROOF_LATE_MOUNT_CMD": '"$PROOF_BOOTKIT" fsck -N -p --wait 10 --fstab "$PROOF_FSTAB"; '
+        'echo $? >"$PROOF_RESULTS/late.fsck"; "$PROOF_BOOTKIT" mount -a -N --wait 10 --fstab "$PROOF_FSTAB"',
+        "PROOF_WRITER_START_CMD": '"$PROOF_DIR/writer.sh" </dev/null >>"$PROOF_RESULTS/services.out" 2>&1 & '
+        'echo $! >"$PROOF_RUN/writer.pid"',
     }
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
