@@ -66,6 +66,7 @@ CONSOLE = [
            "file system to read-only. Please consider moving it into an initrd file system instead.")),
     (89.5, "[   82.447232] systemd-shutdown[1]: Unmounting file systems."),
     (89.6, "[   82.460000] (sd-umount)[490]: Unmounting '/srv/data'."),
+    (89.6, "[   82.465000] (sd-remount)[491]: Remounting '/' read-only with options ''."),
     (89.6, "[   82.468619] systemd-shutdown[1]: All filesystems unmounted."),
     (89.7, "[   82.600000] reboot: Restarting system"),
 ]
@@ -158,7 +159,7 @@ def test_shutdown_evidence_and_stop_bounds():
     facts = sd.shutdown_facts(PLAN, events, r)
     assert facts["unmount"] == "failed" and facts["logout_ran"] and facts["daemon_spared"]
     assert facts["logout"] == ["/dev/nbd0: kept, mounted on /srv/data"]
-    assert facts["final_umount"] and facts["final_done"] and facts["io_errors"] == 0
+    assert facts["final_umount"] and facts["final_done"] and facts["io_errors"] == 0 and facts["root_read_only"]
     bounds = {b["step"]: b for b in sd.stop_bounds(PLAN, events)}
     assert bounds["unmount (mount unit stop)"]["seconds"] == pytest.approx(1.5)
     assert bounds["logout (uiscsi-logout stop)"]["bound"] == 35.0

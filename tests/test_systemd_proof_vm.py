@@ -63,6 +63,7 @@ def test_a_busy_filesystem_stays_served_until_the_final_unmount_and_comes_back_c
     s = c["shutdown"]
     assert s["unmount"] == "failed" and s["logout_ran"] and any("kept" in line for line in s["logout"]), s
     assert s["daemon_spared"] and (s["final_remount_ro"] or s["final_umount"]) and s["final_done"], s
+    assert s["root_read_only"], s  # '@uiscsid' runs from the root, and the root still went read-only
     assert (s["nbd_dropped"], s["io_errors"], s["fs_errors"]) == (0, 0, 0), s
     assert when(c, "unmount-failed") < when(c, "logout-end") < when(c, "final-term") < when(c, "final-unmount")
     assert all(b["ok"] for b in c["stop_bounds"]) and len(c["stop_bounds"]) >= 4, c["stop_bounds"]

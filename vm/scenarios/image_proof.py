@@ -165,6 +165,8 @@ def failures(plan: ProofPlan, cycles: list[Cycle], final: lun.HostCheck) -> list
             out.append(f"{where}: mounted from {c.mount_source!r}, not the fstab's {plan.fstab.source}")
         if not c.payload_ok:
             out.append(f"{where}: the previous payload was {c.previous_payload}")
+        if c.shutdown.get("root_read_only") is False:
+            out.append(f"{where}: systemd-shutdown did not remount the root read-only")
         if plan.busy and not c.busy:
             out.append(f"{where}: the process meant to hold the filesystem through the shutdown did not run")
         for b in c.stop_bounds:
@@ -220,6 +222,18 @@ def reboot_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, cycles: int,
             "seconds": round(time.monotonic() - t0, 1), "workdir": str(workdir)}
 
 
+def shutdown_checks(init: ImageInit, plan: ProofPlan, b: Boot) -> dict[str, bool]:
+    """A clean shutdown with nothing busy: unmounted first, then the session logged out, every stop job
+    within its bound, the root read-only at the end."""
+    s = init.shutdown_facts(plan, b.events, b.result)
+    bounds = init.stop_bounds(plan, b.events)
+    unmounted, logged_out = b.at("unmounted"), b.at("logout-end")
+    return {"unmounted_then_logged_out": s["unmount"] == "ok" and any("detached" in x for x in s["logout"])
+            and unmounted is not None and logged_out is not None and unmounted <= logged_out,
+            "stop_jobs_within_bounds": bool(bounds) and all(x["ok"] for x in bounds),
+            "root_read_only_at_the_end": s.get("root_read_only") is not False}
+
+
 # ------------------------------------------------------------------------------------------ power cut
 def power_cut_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir: Path, runner: Runner,
                    deb: Path | None = None) -> dict:
@@ -253,6 +267,7 @@ def power_cut_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir: 
         "service_after_fsck_and_mount": bool(in_order),
         "synced_payload_survived": b2.file("prev.payload") == "ok",
         "clean_after_next_shutdown": not after.damaged,
+        **shutdown_checks(init, plan, b2),
     }
     say(f"boot 2: fsck {'replayed the journal' if b2.saw('fsck-replay') else 'did not replay'}; order "
         f"{'fsck < mount < writer' if in_order else 'WRONG'}; synced payload {b2.file('prev.payload')}")
@@ -311,6 +326,7 @@ def target_down_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir
         and fsck_late.guest_t <= mount_late.guest_t and after_late["mounted"],  # type: ignore[operator]
         "writer_ran_after_mount": after_late["writer"] == "written",
         "clean_after_shutdown": not host.damaged,
+        **shutdown_checks(init, plan, b),
     }
     say(f"boot done at {boot_done} s (bound {bound:g} s); reload at boot: "
         f"{message[-1] if message else '(no message)'}")

@@ -52,7 +52,9 @@ def _unit(name: str, desc: str) -> str:
 class Systemd(ImageInit):
     name = "systemd"
     variant = "systemd"
-    kernel_args = ("loglevel=7",)  # systemd-shutdown's last words are info-level kmsg lines
+    # rw: the root read-write, as on any host, so systemd-shutdown remounts it read-only at the end with
+    # '@uiscsid' still running from it; loglevel=7: its last words are info-level kmsg lines
+    kernel_args = ("rw", "loglevel=7")
     journal_to_console = True
 
     # ------------------------------------------------------------------ what goes into the image
@@ -180,11 +182,14 @@ class Systemd(ImageInit):
         spared = [t for t in tail if "excluded from killing" in t and "uiscsid" in t]
         killed = re.findall(r"Sending SIGKILL to PID \d+ \(([^)]*)\)", "\n".join(tail))
         logout = [t.split(": ", 1)[-1] for t in tail if re.search(r"uiscsictl\[\d+\]: .*(detached|kept, )", t)]
+        root_ro = any("Remounting '/' read-only" in t for t in tail) and not any(
+            re.search(r"Failed to remount '/'|Failed to unmount '/'", t) for t in tail)
         return {
             "unmount": {"unmounted": "ok", "unmount-failed": "failed"}.get(unmount or "", "none"),
             "logout_ran": "logout-begin" in names,
             "logout": logout,
             "daemon_spared": bool(spared),
+            "root_read_only": root_ro,  # the root remounted read-only at the end, '@uiscsid' running from it
             "sigkilled": killed,
             "final_remount_ro": "final-remount-ro" in names,
             "final_umount": "final-umount" in names,
