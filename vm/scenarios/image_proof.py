@@ -13,7 +13,6 @@ timeline of events with the guest's and the host's clocks (vm/scenarios/timeline
   the service ordered after the network filesystems must start after both.
 - `target_down_test`: the boot must reach its end within a bound with the target down; once the target is
   back, `uiscsictl reload` brings the link and the filesystem is checked and mounted.
-This module is over 400 lines because the three scenarios share their boot, reading and verdict code.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm.deb import ensure_deb
+from vm.deb import DebBuildError, ensure_deb
 from vm.guest_image import GuestImage, make_image
 from vm.harness import GuestResult, PowerCut
 from vm.scenarios import lun, timeline
@@ -47,7 +46,12 @@ PlanFor = Callable[[int], ProofPlan]  # the target's port -> the plan
 def build(init: ImageInit, plan: ProofPlan, workdir: Path, runner: Runner, deb: Path | None) -> GuestImage:
     """The guest's root disk: the Debian root, the .deb (the checkout's, built if needed) and the plan's
     files, as an admin would install them."""
-    deb = deb or ensure_deb(progress=runner.say)
+    if deb is None:
+        try:
+            deb = ensure_deb(progress=runner.say)
+        except DebBuildError as e:
+            raise DebBuildError(f"{e}\n(the .deb is built from a checkout of the project; elsewhere pass "
+                                "--deb PATH)") from None
     runner.say(f"building the {init.name} guest image with {deb.name}")
     kernel = runner.boot_files.kernel if runner.boot_files else None
     return make_image(workdir / "root.img", init.variant, debs=[deb], files=init.files(plan),
