@@ -209,10 +209,11 @@ def narrate_systemd(c: image_proof.Cycle, out: TextIO) -> None:
         shutdown = begin is not None and e.guest_t >= begin
         if e.name not in (SD_SHUTDOWN if shutdown else SD_BOOT):
             continue
+        said.add(e.name)
         if e.name == "shutdown-begin":
             say(f"    -- shutdown: systemctl reboot ({c.dirty_kb} kB dirty"
                 f"{'; a process holds the filesystem' if c.busy else ''})")
-        said.add(e.name)
+            continue
         t = e.guest_t - begin if shutdown and begin is not None else e.guest_t
         say(f"    {'+' if shutdown else ' '}{t:6.1f} s  {e.detail[:104]}")
         if e.name == "logout-end":
