@@ -192,10 +192,11 @@ def test_systemd_logout_unit_logs_out_unused_sessions_when_stopped_within_a_boun
 @pytest.mark.parametrize("init", ["systemd", "busybox"])
 def test_the_attach_setting_reaches_the_daemon_command_line(tmp_path, fstab, init):
     name = "etc/systemd/system/uiscsid.service" if init == "systemd" else "etc/rc"
-    default = (rendered(tmp_path / "a", init, fstab) / name).read_text()
-    assert "--attach" not in default  # the daemon's own default: auto
-    ioctl = (rendered(tmp_path / "b", init, fstab, "--set", "attach=ioctl") / name).read_text()
-    assert re.search(r" -d -s \S+ --attach ioctl", ioctl), ioctl
+    starts = re.compile(r"^\s*(?:ExecStart=|\S*\"\$(?:BOOTKIT|UISCSID)\").*$", re.MULTILINE)
+    default = starts.findall((rendered(tmp_path / "a", init, fstab) / name).read_text())
+    assert default and not any("--attach" in line for line in default), default  # the daemon's default: auto
+    ioctl = starts.findall((rendered(tmp_path / "b", init, fstab, "--set", "attach=ioctl") / name).read_text())
+    assert any(re.search(r" -d -s \S+ --attach ioctl", line) for line in ioctl), ioctl
     res = bootkit_rc("render", "--init", init, "--fstab", str(fstab), "-o", str(tmp_path / "c"),
                      "--set", "attach=kernel")
     assert res.returncode != 0 and "choose one of auto, netlink, ioctl" in res.stderr, res.stderr

@@ -111,8 +111,9 @@ fails naming the target, the mount and the writer (RequiresMountsFor=) give up a
 service that needs no disk starts, and multi-user.target must be reached within --bound. Then tgtd starts
 and the guest does what an admin does: `uiscsictl reload` (it returns once udev named the device), then
 `systemctl start srv-data.mount` (systemd-fsck@ first, then the mount; `mount /srv/data` would skip the
-check), then starts the writer again. Had the target come back within S seconds, systemd would have
-checked and mounted it by itself: the daemon retries its logins, and the mount job was still waiting.
+check), then starts the writer again. A target back within S seconds needs no mount command: the mount
+job still waits for the device, so systemd checks and mounts it as soon as udev names it (seen in a run
+with a 180 s device timeout, whose mount command was `:`).
 
 examples:
   bootkit vm target-down-test
