@@ -1,0 +1,121 @@
+"""Control socket: JSON lines as uiscsid receives them, through the server's request path into the daemon.
+
+Input: the bytes a client writes on the socket; each complete line (the server reads up to b"\\n") goes
+to `ControlServer._answer`, the server's per-line step (decode, version, command and args checks, then
+the real `Daemon.handle`: reload with `from_wire`'s validation, show, detach, log, discover, ping), and
+the answer is encoded as the server would write it. Several lines share one daemon, so a reload's
+targets are there for the show or detach that follows.
+
+The only stand-in is the network: while an input runs, the daemon's `open_session` is replaced by a
+connect that is refused, as for a target that is down (no packet leaves, no session starts).
+
+The server answers every failure itself, so there is no clean exception: a crash is an answer with the
+code "internal" (an unexpected exception inside; its own traceback is re-raised for the signature), an
+answer that cannot be encoded, or anything escaping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import project as p
+from . import OracleFailure, Target
+
+MAX_LINES = 16
+_DIR = Path(tempfile.mkdtemp(prefix="fuzz-control-"))
+atexit.register(shutil.rmtree, _DIR, True)  # not reached under libFuzzer, whose runner gives a TMPDIR
+_LOOP = asyncio.new_event_loop()
+
+
+async def _refused(cfg):
+    raise p.ConnectionLost(f"cannot connect to {cfg.host}:{cfg.port}: connection refused (fuzzing: no network)")
+
+
+@contextlib.contextmanager
+def _no_network():
+    saved = [(mod, mod.open_session) for mod in p.OPEN_SESSION_USERS]
+    for mod, _ in saved:
+        mod.open_session = _refused
+    try:
+        yield
+    finally:
+        for mod, fn in saved:
+            mod.open_session = fn
+
+
+async def _serve(data: bytes) -> None:
+    daemon = p.Daemon(attach="none", link_dir=str(_DIR / "links"))
+    inside: list[BaseException] = []
+
+    async def handler(command: str, args: dict) -> dict:
+        try:
+            return await daemon.handle(command, args)
+        except p.ControlError:
+            raise
+        except Exception as e:
+            inside.append(e)
+            raise
+
+    server = p.ControlServer(str(_DIR / "uiscsid.sock"), handler)  # never bound: only its per-line step runs
+    try:
+        for line in data.split(b"\n")[:-1][:MAX_LINES]:  # bytes after the last newline: the read waits
+            answer = await server._answer(line + b"\n")
+            p.control_mod._encode(answer)
+            if not answer.get("ok") and answer["error"]["code"] == "internal":
+                if inside:
+                    raise inside[0]
+                p.control_mod._decode(line)  # raises the original when decoding is what failed
+                raise OracleFailure("control-internal", answer["error"]["message"])
+    finally:
+        for rt in daemon.everything():
+            await rt.stop(force=True)
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+
+
+def one_input(data: bytes) -> None:
+    level = logging.getLogger().level
+    try:
+        with _no_network():
+            _LOOP.run_until_complete(_serve(data))
+    finally:
+        logging.getLogger().setLevel(level)  # the log command changes it
+        _LOOP.run_until_complete(asyncio.sleep(0))  # let cancelled tasks finish
+
+
+def _line(rid: int, command: str, **args: object) -> bytes:
+    return p.control_mod._encode({"version": p.control_mod.PROTOCOL_VERSION, "id": rid, "command": command,
+                                  "args": args})
+
+
+def seeds() -> Iterator[tuple[str, bytes]]:
+    """Requests as uiscsictl writes them (ControlClient.call, config_wire.to_wire)."""
+    iqn = "iqn.2026-11.org.example"
+    data = p.TargetConf(name="data", address="db.example", port=3261, target_name=f"{iqn}:data",
+                      chap=p.Chap("host1", "initiator-secret", "/etc/uiscsi/data.secret"),
+                      mutual=p.Chap("data", "target-secret-x", "/etc/uiscsi/t.secret"), header_digest=True,
+                      connections=2, luns=(1, 2), where="/etc/uiscsi.conf:5")
+    disc = p.TargetConf(name="disc", address="10.0.0.9", discovery=True, enabled=False, where="/etc/uiscsi.conf:9")
+    wire = [p.to_wire(data, "127.0.0.1", f"{iqn}:host1"), p.to_wire(disc, "10.0.0.9", f"{iqn}:host1")]
+    yield "reload", _line(1, "reload", targets=wire, wait=0.5, force=False)
+    yield "session", (_line(1, "reload", targets=wire, wait=None, force=False) + _line(2, "show", what="summary")
+                      + _line(3, "show", what="sessions") + _line(4, "show", what="luns")
+                      + _line(5, "show", what="stats") + _line(6, "detach", name="data", force=True)
+                      + _line(7, "ping"))
+    yield "log", _line(1, "log", level="verbose") + _line(2, "log", level="brief")
+    yield "discover", _line(1, "discover", address="127.0.0.1", port=3260, initiator_name=f"{iqn}:host1",
+                            timeout=1.0)
+    yield "refusals", (_line(1, "nope") + b'{"version": 2, "id": 3}\n' + b"[1, 2]\n" + b"not json\n"
+                       + _line(4, "show", what="everything") + _line(5, "detach", name="ghost")
+                       + _line(6, "reload", targets="all"))
+
+
+TARGET = Target(name="control", doc="control socket JSON lines through the server into the daemon",
+                clean=(), one_input=one_input, seeds=seeds, max_len=4096)
