@@ -95,7 +95,11 @@ def fuzz(name: str, crash_dir: Path, events: Path | None, libfuzzer_args: list[s
         if exc is not None:
             crashes.record(exc, data)
 
-    atheris.Setup([sys.argv[0], f"-max_len={target.max_len}", *libfuzzer_args], test_one)
+    extra = {}
+    if target.mutator is not None:
+        mutator = target.mutator
+        extra["custom_mutator"] = lambda data, max_size, seed: mutator(data, max_size, seed, atheris.Mutate)
+    atheris.Setup([sys.argv[0], f"-max_len={target.max_len}", *libfuzzer_args], test_one, **extra)
     atheris.Fuzz()  # libFuzzer exits the process when the run is over
 
 

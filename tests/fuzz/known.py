@@ -21,4 +21,26 @@ KNOWN: dict[str, tuple[str, str, str]] = {
         ("Framer hands a Data-In's handler ahs=b'' when the payload arrives over several reads "
         "(_take_trailer), but the real AHS when the PDU arrives in one read; SessionCore ignores Data-In "
         "AHS, so nothing breaks today, but what the handler sees depends on TCP segmentation")),
+    "oracle:control-hang": (
+        "control", "control-reload-detach-hang.bin",
+        ("detach never answers, and holds the reload/detach lock for good, when it cancels a target that a "
+         "reload just kicked out of its login backoff: TargetRuntime._pause's asyncio.wait_for (Python 3.11) "
+         "swallows the cancel when retry_now is already set, so stop() awaits a login loop that goes on "
+         "forever; seen with the real uiscsid when a client writes reload and detach in one go")),
+    "RecursionError in control.py:_decode": (
+        "control", "control-json-deep-nesting.bin",
+        ("a request nested deeper than the recursion limit: json.loads raises RecursionError, which _decode "
+         "does not catch; the server answers 'internal error' and logs a traceback instead of bad-request")),
+    "ValueError in control.py:_decode": (
+        "control", "control-json-huge-integer.bin",
+        ("an integer of more than 4300 digits: json.loads raises ValueError (int max str digits), which "
+         "_decode does not catch; 'internal error' and a logged traceback instead of bad-request")),
+    "ValueError in daemon.py:discover": (
+        "control", "control-discover-timeout-string.bin",
+        ("discover's 'timeout' is not validated: float('x') raises ValueError; 'internal error' and a "
+         "logged traceback instead of bad-request")),
+    "TypeError in daemon.py:discover": (
+        "control", "control-discover-timeout-list.bin",
+        ("discover's 'timeout' is not validated: float([]) raises TypeError; 'internal error' and a logged "
+         "traceback instead of bad-request")),
 }

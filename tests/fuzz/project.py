@@ -47,6 +47,8 @@ from initiator.login import LoginMachine, LoginParams
 from initiator.session import SessionCore
 from initiator.text import TextMachine, decode_text, encode_text, parse_portal, parse_sendtargets
 
+KEY_NAMES = tuple(keys_mod.KEYS)  # every RFC 7143 key the negotiation knows
+
 # The daemon's I/O boundary: the control target replaces this name in these modules (see targets/control.py).
 OPEN_SESSION_USERS = (daemon_mod, daemon_target_mod)
 
@@ -60,7 +62,7 @@ MODULES = {
 }
 
 __all__ = [
-    "MODULES", "OPEN_SESSION_USERS", "Chap", "ChapInitiator", "ConfigError", "ConnEvent", "Connection",
+    "KEY_NAMES", "MODULES", "OPEN_SESSION_USERS", "Chap", "ChapInitiator", "ConfigError", "ConnEvent", "Connection",
     "ConnectionLost", "ControlError", "ControlServer", "Daemon", "Framer", "Fstab", "ISCSIError",
     "LoginError", "LoginMachine", "LoginParams", "Negotiated", "Negotiator", "Proposals", "SessionCore",
     "TargetConf", "TargetProtocolError", "TextMachine", "cdb", "control_mod", "decode_text", "encode_text",

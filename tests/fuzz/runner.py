@@ -89,6 +89,15 @@ def write_seeds(name: str, dest: Path) -> int:
     return n
 
 
+def write_dictionary(name: str, path: Path) -> bool:
+    """The target's tokens in libFuzzer's -dict format; False when it has none."""
+    tokens = load(name).dictionary
+    lines = ['"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in tok) + '"'
+             for tok in tokens]
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return bool(tokens)
+
+
 def _progress(res: Result, line: str, last: list[float], quiet: bool) -> None:
     m = _STATUS.match(line)
     if m:
@@ -124,10 +133,12 @@ def run_target(name: str, runs: int, seconds: float, corpus: Path, crash_dir: Pa
     crash_dir.mkdir(parents=True, exist_ok=True)
     events = work / f"{name}.events"
     events.unlink(missing_ok=True)
+    dictionary = work / f"{name}.dict"
     cmd = [sys.executable, "-m", "tests.fuzz.engine", "fuzz", name, "--crash-dir", str(crash_dir),
            "--events", str(events), "--", f"-runs={runs}", f"-seed={seed}", "-timeout=10", "-rss_limit_mb=2048",
            "-print_final_stats=1", f"-artifact_prefix={crash_dir}/{name}-",
-           *([f"-max_total_time={int(seconds)}"] if seconds else []), str(corpus), str(seeds)]
+           *([f"-max_total_time={int(seconds)}"] if seconds else []),
+           *([f"-dict={dictionary}"] if write_dictionary(name, dictionary) else []), str(corpus), str(seeds)]
     # the worker's temporary files (config files written per input): on tmpfs when there is one, and
     # removed here, since libFuzzer ends the worker without Python's cleanup
     tmp = Path(tempfile.mkdtemp(prefix="bootkit-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))

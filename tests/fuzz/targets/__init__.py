@@ -31,6 +31,9 @@ class Target:
     one_input: Callable[[bytes], None]
     seeds: Callable[[], Iterable[tuple[str, bytes]]]
     max_len: int = 4096
+    dictionary: tuple[bytes, ...] = ()  # tokens libFuzzer splices into inputs (its -dict)
+    # structure-aware mutation: (data, max_size, seed, libFuzzer's own mutate) -> new input
+    mutator: Callable[[bytes, int, int, Callable[[bytes, int], bytes]], bytes] | None = None
 
 
 def load(name: str) -> Target:

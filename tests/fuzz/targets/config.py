@@ -136,5 +136,11 @@ target unclosed {{ targetaddr $undefined
     yield "escapes", b'h = "a \\"quoted\\" \\\\ value"\ntarget q { targetaddr $h; discovery }\n'
 
 
+DICTIONARY = tuple(w.encode() for w in (
+    "include", "initiatorname", "target", "targetaddr", "port", "targetname", "auth", "chap", "user", "secret-file",
+    "mutual", "header_digest", "data_digest", "connections", "discovery", "normal", "enabled", "disabled",
+    "replacement_timeout", "lun", "none", "crc32c", "{", "}", ";", "=", "$", '"', "\\", "#", "\n",
+    f"{IQN}:", "eui.0123456789ABCDEF", "naa.", *_FILES)) + (b"\0", b"\xff")
+
 TARGET = Target(name="config", doc="uiscsi.conf parser, and the daemon's check of what it sends",
-                clean=(p.ConfigError,), one_input=one_input, seeds=seeds, max_len=8192)
+                clean=(p.ConfigError,), one_input=one_input, seeds=seeds, max_len=8192, dictionary=DICTIONARY)

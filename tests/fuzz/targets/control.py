@@ -11,7 +11,8 @@ connect that is refused, as for a target that is down (no packet leaves, no sess
 
 The server answers every failure itself, so there is no clean exception: a crash is an answer with the
 code "internal" (an unexpected exception inside; its own traceback is re-raised for the signature), an
-answer that cannot be encoded, or anything escaping.
+answer that cannot be encoded, an answer that does not come within ANSWER_BOUND ("control-hang"), or
+anything escaping.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from pathlib import Path
 
 from .. import project as p
 from . import OracleFailure, Target
+from .jsonmut import mutate_json_lines
 
 MAX_LINES = 16
+ANSWER_BOUND = 0.5   # seconds: with the network refused, every answer is immediate; a stuck one is a hang
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-control-"))
 atexit.register(shutil.rmtree, _DIR, True)  # not reached under libFuzzer, whose runner gives a TMPDIR
 _LOOP = asyncio.new_event_loop()
@@ -51,6 +54,7 @@ def _no_network():
 
 
 async def _serve(data: bytes) -> None:
+    loop = asyncio.get_running_loop()
     daemon = p.Daemon(attach="none", link_dir=str(_DIR / "links"))
     inside: list[BaseException] = []
 
@@ -66,18 +70,26 @@ async def _serve(data: bytes) -> None:
     server = p.ControlServer(str(_DIR / "uiscsid.sock"), handler)  # never bound: only its per-line step runs
     try:
         for line in data.split(b"\n")[:-1][:MAX_LINES]:  # bytes after the last newline: the read waits
-            answer = await server._answer(line + b"\n")
+            start = loop.time()
+            try:
+                async with asyncio.timeout(ANSWER_BOUND):
+                    answer = await server._answer(line + b"\n")
+            except TimeoutError:
+                answer = None
+            if answer is None or loop.time() - start >= ANSWER_BOUND:  # (a swallowed cancel returns late)
+                raise OracleFailure("control-hang", f"no answer within {ANSWER_BOUND} s to {line[:120]!r}")
             p.control_mod._encode(answer)
             if not answer.get("ok") and answer["error"]["code"] == "internal":
                 if inside:
                     raise inside[0]
                 p.control_mod._decode(line)  # raises the original when decoding is what failed
                 raise OracleFailure("control-internal", answer["error"]["message"])
-    finally:
-        for rt in daemon.everything():
-            await rt.stop(force=True)
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+    finally:  # the runtimes' login loops are all that runs: cancel them (no network, no device to undo)
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
 
 
 def one_input(data: bytes) -> None:
@@ -87,7 +99,6 @@ def one_input(data: bytes) -> None:
             _LOOP.run_until_complete(_serve(data))
     finally:
         logging.getLogger().setLevel(level)  # the log command changes it
-        _LOOP.run_until_complete(asyncio.sleep(0))  # let cancelled tasks finish
 
 
 def _line(rid: int, command: str, **args: object) -> bytes:
@@ -117,5 +128,18 @@ def seeds() -> Iterator[tuple[str, bytes]]:
                        + _line(6, "reload", targets="all"))
 
 
+_WORDS = ("version", "id", "command", "args", "reload", "show", "detach", "log", "discover", "ping", "targets", "wait",
+          "force", "what", "summary", "sessions", "luns", "stats", "name", "level", "verbose", "brief", "address",
+          "port", "timeout", "initiator_name", "target_name", "chap", "mutual", "user", "secret", "connections",
+          "replacement_timeout", "header_digest", "data_digest", "discovery", "enabled", "where", "127.0.0.1", "::1",
+          "iqn.2026-11.org.example:x")
+DICTIONARY = tuple(f'"{w}"'.encode() for w in _WORDS) + (
+    b"true", b"false", b"null", b"{", b"}", b"[", b"]", b":", b",", b"\n", b"1e999", b"-1", b"0.5", b"\\u0000")
+
+
+def mutate(data: bytes, max_size: int, seed: int, fallback) -> bytes:
+    return mutate_json_lines(data, max_size, seed, fallback, _WORDS)
+
+
 TARGET = Target(name="control", doc="control socket JSON lines through the server into the daemon",
-                clean=(), one_input=one_input, seeds=seeds, max_len=4096)
+                clean=(), one_input=one_input, seeds=seeds, max_len=8192, dictionary=DICTIONARY, mutator=mutate)

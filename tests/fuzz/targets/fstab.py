@@ -56,5 +56,11 @@ def seeds() -> Iterator[tuple[str, bytes]]:
     yield "latin1", b"/dev/sde /m\xe9dia ext4 defaults 0 2\n"
 
 
+DICTIONARY = tuple(w.encode() for w in (
+    "_netdev", "net", "netdev", "nofail", "noauto", "defaults", "rw", "ro", "rq", "sw", "xx", "UUID=", "LABEL=",
+    "PARTUUID=", "ID=", "nfs4", "fuse.sshfs", "fuseblk.", "swap", "none", "ext4", "xfs", "/dev/disk/by-iscsi/",
+    "/dev/nbd0", "/dev/disk/by-path/ip-10.0.0.1:3260-iscsi-iqn.x-lun-1", "3eb7f9da875cb9ee.a", "\\040",
+    "\\011", "\\134", "\\012", "\\043", '"', ",", "#", "\t", "\r\n", "\n", " 0 2", " 0 1", "/srv", "../"))
+
 TARGET = Target(name="fstab", doc="fstab parser, verify, -N selection, edits written back",
-                clean=(), one_input=one_input, seeds=seeds, max_len=8192)
+                clean=(), one_input=one_input, seeds=seeds, max_len=8192, dictionary=DICTIONARY)

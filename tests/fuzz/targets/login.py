@@ -136,5 +136,12 @@ def seeds() -> Iterator[tuple[str, bytes]]:
     yield "continue", bytes([first_byte(0)]) + sec + b"".join(cont)
 
 
+# Key names and values a target sends, for libFuzzer to splice in (the text consumers use it too).
+DICTIONARY = tuple(f"{k}=".encode() for k in p.KEY_NAMES) + tuple(w.encode() for w in (
+    "CHAP_A=", "CHAP_I=", "CHAP_C=", "CHAP_N=", "CHAP_R=", "0x", "0b", "NotUnderstood", "Irrelevant", "Reject",
+    "Yes", "No", "CRC32C", "None", "CHAP", "Normal", "Discovery", "RFC3720", "1~65535", "[::1]:3260,1",
+    "fuzztarget", "4294967296", "-1")) + (b"\0",)
+
 TARGET = Target(name="login", doc="Login Responses into the login state machine (keys, text, CHAP)",
-                clean=(p.TargetProtocolError, p.LoginError), one_input=one_input, seeds=seeds, max_len=16384)
+                clean=(p.TargetProtocolError, p.LoginError), one_input=one_input, seeds=seeds, max_len=16384,
+                dictionary=DICTIONARY)

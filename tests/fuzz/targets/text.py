@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from .. import project as p
 from . import Target, pieces
-from .login import LEADING, MUTUAL, OPERATIONAL
+from .login import DICTIONARY, LEADING, MUTUAL, OPERATIONAL
 
 ITT = 6
 
@@ -110,4 +110,5 @@ def seeds() -> Iterator[tuple[str, bytes]]:
 
 
 TARGET = Target(name="text", doc="key=value text into SendTargets, the negotiator and CHAP",
-                clean=(p.TargetProtocolError, p.LoginError), one_input=one_input, seeds=seeds, max_len=8192)
+                clean=(p.TargetProtocolError, p.LoginError), one_input=one_input, seeds=seeds, max_len=8192,
+                dictionary=DICTIONARY)
