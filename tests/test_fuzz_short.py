@@ -22,7 +22,7 @@ from tests.fuzz.targets import NAMES, load
 
 ROOT = Path(__file__).resolve().parent.parent
 CRASHES = ROOT / "tests" / "fuzz" / "crashes"
-RUNS = 3000
+RUNS = 5000
 RSS_GROWTH_MB = 64
 
 

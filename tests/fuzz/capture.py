@@ -83,16 +83,13 @@ def login(wire: Wire, params: p.LoginParams) -> tuple[p.LoginMachine | None, lis
     return m, seen, framer
 
 
-def ffp(wire: Wire, m: p.LoginMachine, framer: p.Framer, lun: int, text: bool) -> bytes:
-    """The target's answers to start_session's commands, then to a Logout; returns those bytes."""
-    start = len(wire.got) - len(framer.take_rest())
+def ffp(wire: Wire, m: p.LoginMachine, start: int, lun: int, text: bool) -> bytes:
+    """The target's answers to start_session's commands, then to a Logout (its bytes from ``start`` on)."""
     core, conn, sent = pt.start_session(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn, (m.statsn + 1) & 0xFFFFFFFF,
                                         lun=lun, logout=False, text=text)
-    session = p.Framer(lambda b, a, d: core.receive(conn, b, a, d), core.data_in_sink, conn.max_recv_dsl,
-                       conn.header_digest, conn.data_digest)
+    session = pt.session_framer(core, conn)
     session.feed(bytes(wire.got[start:]))
     wire.send(sent)
-    done: list = []
 
     def settled() -> bool:
         wire.send(pt.after_read(core, conn) or [])
@@ -101,18 +98,15 @@ def ffp(wire: Wire, m: p.LoginMachine, framer: p.Framer, lun: int, text: bool) -
     wire.pump(session, settled)
     bye = core.request("logout", p.pdu.LogoutRequest(cid=conn.cid))
     wire.send(core.issue_request(bye, conn))
-    wire.pump(session, lambda: bye.result is not None or bool(done))
+    wire.pump(session, lambda: bye.result is not None)
     return bytes(wire.got[start:])
 
 
-def send_targets(wire: Wire, m: p.LoginMachine, framer: p.Framer) -> bytes:
-    start = len(wire.got) - len(framer.take_rest())
-    core, conn = p.SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn), p.Connection(0)
-    for ev in (p.ConnEvent.CONNECT, p.ConnEvent.CONNECTED):
-        conn.fire(ev)
-    conn.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)
-    core.attach(conn)
-    session = p.Framer(lambda b, a, d: core.receive(conn, b, a, d), core.data_in_sink, conn.max_recv_dsl)
+def send_targets(wire: Wire, m: p.LoginMachine, start: int) -> bytes:
+    """A SendTargets exchange on a discovery session (the target's bytes from ``start`` on)."""
+    core, conn = pt.new_session(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn, (m.statsn + 1) & 0xFFFFFFFF)
+    session = pt.session_framer(core, conn)
+    session.feed(bytes(wire.got[start:]))
     text = p.TextMachine([("SendTargets", "All")], itt=tx.ITT)
     req = text.start()
     while req is not None:
@@ -129,8 +123,8 @@ def record(kind: str, out: Path, portal: tuple[str, int], target_name: str, lun:
     wire = Wire(portal)
     try:
         m, responses, framer = login(wire, params)
-        login_bytes = bytes(wire.got) if m is None else bytes(wire.got[:len(wire.got) - len(framer.take_rest())])
-        write(out / "login" / f"{kind}-{tag}.bin", bytes([lg.first_byte(profile)]) + login_bytes)
+        end = len(wire.got) - len(framer.take_rest())  # where the login ends and the session begins
+        write(out / "login" / f"{kind}-{tag}.bin", bytes([lg.first_byte(profile)]) + bytes(wire.got[:end]))
         for i, rsp in enumerate(responses):
             # targets/text.py's first byte: consumer 1 (negotiator) or 2 (CHAP), and the variant that
             # matches this login (discovery, digests offered, mutual CHAP)
@@ -141,9 +135,9 @@ def record(kind: str, out: Path, portal: tuple[str, int], target_name: str, lun:
         if m is not None and then == "ffp":
             hd, dd = m.result.header_digest, m.result.data_digest
             flags = pt.flags_byte(hd, dd, m.result.max_recv_dsl)
-            write(out / "pdu" / f"{kind}-{tag}.bin", bytes([flags]) + ffp(wire, m, framer, lun, kind != "tgtd"))
+            write(out / "pdu" / f"{kind}-{tag}.bin", bytes([flags]) + ffp(wire, m, end, lun, kind != "tgtd"))
         elif m is not None and then == "text":
-            write(out / "text" / f"{kind}-sendtargets.bin", bytes([0]) + send_targets(wire, m, framer))
+            write(out / "text" / f"{kind}-sendtargets.bin", bytes([0]) + send_targets(wire, m, end))
     finally:
         wire.close()
 

@@ -1,7 +1,7 @@
 """The fuzz worker: one target in one process, under atheris (libFuzzer), or replaying files.
 
     python -m tests.fuzz.engine fuzz TARGET --crash-dir DIR --events FILE -- [libFuzzer flags] CORPUS
-    python -m tests.fuzz.engine replay TARGET [--line-coverage] FILE|DIR...
+    python -m tests.fuzz.engine replay TARGET [--line-coverage] FILE|DIR...   (JSON out, tracebacks on stderr)
     python -m tests.fuzz.engine minimize TARGET FILE [--out FILE]
 
 `fuzz` catches what escapes the target itself, so one run counts every distinct crash instead of stopping
@@ -135,6 +135,7 @@ def replay(name: str, paths: list[Path], line_coverage: bool) -> dict:
             if exc is not None:
                 crashes.append({"file": str(f), "signature": signature(exc), "known": signature(exc) in KNOWN,
                                 "message": f"{type(exc).__name__}: {exc}"[:300]})
+                sys.stderr.write(f"{f}:\n" + "".join(traceback.format_exception(exc)))
 
     result: dict = {"target": name, "files": len(files), "crashes": crashes}
     if not line_coverage:

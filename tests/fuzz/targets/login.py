@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from .. import project as p
 from . import Target, pieces
+from .pdu import session_framer
 
 ISID = bytes.fromhex("80000042aa01")
 INITIATOR = "iqn.2026-11.test.bootkit:fuzz"
@@ -83,9 +84,7 @@ def one_input(data: bytes) -> None:
     conn.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)
     core = p.SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
     core.attach(conn)
-    ffp = p.Framer(lambda b, a, d: core.receive(conn, b, a, d), core.data_in_sink, conn.max_recv_dsl,
-                   conn.header_digest, conn.data_digest)
-    ffp.feed(framer.take_rest())
+    session_framer(core, conn).feed(framer.take_rest())
 
 
 def _rsp(pairs: list[tuple[str, str]], *, csg: int, nsg: int, transit: bool = True, statsn: int = 0,

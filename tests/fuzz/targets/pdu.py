@@ -37,6 +37,24 @@ def negotiated(flags: int) -> p.Negotiated:
                         max_recv_dsl=MAX_RECV[(flags >> 2) & 3], max_xmit_dsl=8192)
 
 
+def new_session(neg: p.Negotiated, cmdsn: int = 1, expcmdsn: int = 1, maxcmdsn: int = 64,
+                expstatsn: int = 1) -> tuple[p.SessionCore, p.Connection]:
+    """A session core with one connection in the full-feature phase, as the transport builds them."""
+    core = p.SessionCore(neg, cmdsn, expcmdsn, maxcmdsn)
+    conn = p.Connection(0)
+    conn.fire(p.ConnEvent.CONNECT)
+    conn.fire(p.ConnEvent.CONNECTED)
+    conn.logged_in(neg, expstatsn)
+    core.attach(conn)
+    return core, conn
+
+
+def session_framer(core: p.SessionCore, conn: p.Connection) -> p.Framer:
+    """The receive side of a logged-in connection, wired as Link.enter_ffp wires it."""
+    return p.Framer(lambda b, a, d: core.receive(conn, b, a, d), core.data_in_sink, conn.max_recv_dsl,
+                    conn.header_digest, conn.data_digest)
+
+
 def start_session(neg: p.Negotiated, cmdsn: int = 1, expcmdsn: int = 1, maxcmdsn: int = 64,
                   expstatsn: int = 1, lun: int = LUN, logout: bool = True, text: bool = True,
                   ) -> tuple[p.SessionCore, p.Connection, list]:
@@ -48,12 +66,7 @@ def start_session(neg: p.Negotiated, cmdsn: int = 1, expcmdsn: int = 1, maxcmdsn
     Capture (tests/fuzz/capture.py) runs the same session against real targets, so recorded answers fit.
     """
     cdb = p.cdb
-    core = p.SessionCore(neg, cmdsn, expcmdsn, maxcmdsn)
-    conn = p.Connection(0)
-    conn.fire(p.ConnEvent.CONNECT)
-    conn.fire(p.ConnEvent.CONNECTED)
-    conn.logged_in(neg, expstatsn)
-    core.attach(conn)
+    core, conn = new_session(neg, cmdsn, expcmdsn, maxcmdsn, expstatsn)
     sent: list = []
     sent += core.issue(core.scsi_task(lun, cdb.read10(0, READ_LEN // 512), read_len=READ_LEN), conn)
     sent += core.issue(core.scsi_task(lun, cdb.write10(64, WRITE_LEN // 512), data_out=_WRITE_DATA), conn)
@@ -89,8 +102,7 @@ def after_read(core: p.SessionCore, conn: p.Connection) -> list:
 def _production(flags: int, stream: bytes) -> None:
     neg = negotiated(flags)
     core, conn, _ = start_session(neg)
-    framer = p.Framer(lambda b, a, d: core.receive(conn, b, a, d), core.data_in_sink, conn.max_recv_dsl,
-                      conn.header_digest, conn.data_digest)
+    framer = session_framer(core, conn)
     for piece in pieces(stream, flags >> 5):
         framer.feed(piece)
         after_read(core, conn)
