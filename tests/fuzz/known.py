@@ -21,6 +21,12 @@ KNOWN: dict[str, tuple[str, str, str]] = {
         ("Framer hands a Data-In's handler ahs=b'' when the payload arrives over several reads "
         "(_take_trailer), but the real AHS when the PDU arrives in one read; SessionCore ignores Data-In "
         "AHS, so nothing breaks today, but what the handler sees depends on TCP segmentation")),
+    "AttributeError in session.py:_complete_scsi": (
+        "pdu", "pdu-unit-attention-twice.bin",
+        ("two CHECK CONDITION/UNIT ATTENTION SCSI Responses for one task in one read: the first moves the "
+         "task to the retry list with conn=None, the second does t.conn.outstanding -= 1 on None; in uiscsid "
+         "the AttributeError escapes Link.buffer_updated (it catches ISCSIError only), so asyncio drops the "
+         "connection with a logged traceback instead of a clean TargetProtocolError")),
     "oracle:control-hang": (
         "control", "control-reload-detach-hang.bin",
         ("detach never answers, and holds the reload/detach lock for good, when it cancels a target that a "
