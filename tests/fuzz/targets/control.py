@@ -34,7 +34,14 @@ MAX_LINES = 16
 ANSWER_BOUND = 0.5   # seconds: with the network refused, every answer is immediate; a stuck one is a hang
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-control-"))
 atexit.register(shutil.rmtree, _DIR, True)  # not reached under libFuzzer, whose runner gives a TMPDIR
-_LOOP = asyncio.new_event_loop()
+_LOOP: list[asyncio.AbstractEventLoop] = []  # one loop for every input, made on first use
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    if not _LOOP:
+        _LOOP.append(asyncio.new_event_loop())
+        atexit.register(_LOOP[0].close)
+    return _LOOP[0]
 
 
 async def _refused(cfg):
@@ -96,7 +103,7 @@ def one_input(data: bytes) -> None:
     level = logging.getLogger().level
     try:
         with _no_network():
-            _LOOP.run_until_complete(_serve(data))
+            _loop().run_until_complete(_serve(data))
     finally:
         logging.getLogger().setLevel(level)  # the log command changes it
 
