@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo bootstrap lint
+.PHONY: test demo bootstrap lint deb image
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -15,3 +15,13 @@ demo: bootstrap
 
 lint: bootstrap
 	$(PY) -m ruff check .
+
+# The Debian package, built out of tree from the checkout (committed or not): build/iscsi-bootkit_*_all.deb
+deb: bootstrap
+	./scripts/build-deb.sh build
+
+# A Debian 12 guest root disk with that package installed (VARIANT=systemd or sysvinit); the first build of
+# a variant runs mmdebstrap and caches the root under ~/.cache/iscsi-bootkit/images
+VARIANT ?= systemd
+image: bootstrap
+	$(PY) -m bootkit vm image --variant $(VARIANT) -o build/guest-$(VARIANT).img

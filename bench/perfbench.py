@@ -1,8 +1,12 @@
 """Side-by-side benchmark: `uiscsictl perf` against libiscsi on the same tgtd LUN (issue 7).
 
 Runs each workload as pairs, ours then libiscsi's (A B A B ...), for ``--rounds`` rounds, and reports the
-median of each side and the median of the pairwise ratios ours/libiscsi (machines here are noisy: a ratio
-of two runs made back to back is steadier than a ratio of two medians).
+median of each side, the median of the pairwise ratios ours/libiscsi (machines here are noisy: a ratio of
+two runs made back to back is steadier than a ratio of two medians) and the ratio of the medians.
+
+``--baseline TREE`` adds another checkout's `uiscsictl perf` (TREE/.venv/bin/python, as `make bootstrap`
+makes it there) to every round, on the same LUN, alternating which of the two goes first, and reports
+ours/baseline the same two ways: an A/B of two versions of the initiator in one run.
 
 The libiscsi side:
 - reads: ``iscsi-perf`` (libiscsi's own tool), the reference the issue names;
@@ -15,6 +19,7 @@ Usage (from the repository root; takes about rounds x 12 x seconds):
     .venv/bin/python bench/perfbench.py --rounds 3 --seconds 5
     .venv/bin/python bench/perfbench.py --json > bench.json
     .venv/bin/python bench/perfbench.py --png bench.png     # needs matplotlib
+    .venv/bin/python bench/perfbench.py --baseline ../old-checkout --rounds 5
 """
 
 from __future__ import annotations
@@ -62,16 +67,18 @@ WORKLOADS = [
 ]
 
 
-def ours(url: str, w: Workload, seconds: float, connections: int, event_loop: str) -> float:
-    cmd = [sys.executable, "-m", "initiator.ctl", "perf", url, "--block-size", str(w.block_size),
+def ours(url: str, w: Workload, seconds: float, connections: int, event_loop: str, tree: Path = ROOT) -> float:
+    """IOPS of `uiscsictl perf` from checkout ``tree`` (its own .venv, or ours)."""
+    python = sys.executable if tree == ROOT else str(tree / ".venv" / "bin" / "python")
+    cmd = [python, "-m", "initiator.ctl", "perf", url, "--block-size", str(w.block_size),
            "--queue-depth", str(w.queue_depth), "--seconds", str(seconds), "--json",
            "--connections", str(connections)]
     cmd += ["--random"] if w.random else []
     cmd += ["--write"] if w.write else []
     env = {**os.environ, "UISCSI_EVENT_LOOP": event_loop}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=ROOT, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=tree, env=env)
     if r.returncode != 0:
-        raise RuntimeError(f"uiscsictl perf failed: {r.stderr.strip()}")
+        raise RuntimeError(f"uiscsictl perf ({tree}) failed: {r.stderr.strip()}")
     return float(json.loads(r.stdout)["iops"])
 
 
@@ -107,23 +114,30 @@ def run(args: argparse.Namespace) -> dict:
     samples: dict[str, list[dict]] = {w.name: [] for w in workloads}
     target = None
     try:
-        from bootkit.demo import start_tgtd
-
-        target = start_tgtd(Tgt, workdir=workdir, size_mb=args.lun_mb,
-                            params={"MaxConnections": str(max(args.connections, 1))})
+        target = Tgt.start_retrying(workdir=workdir, size_mb=args.lun_mb,
+                                    params={"MaxConnections": str(max(args.connections, 1))})
         _prefill(target.backing[0], args.lun_mb)
         url = target.url(1)
         lun_bytes = args.lun_mb << 20
         load_before = os.getloadavg()
         for rnd in range(1, args.rounds + 1):
             for w in workloads:
-                a = ours(url, w, args.seconds, args.connections, args.event_loop)
+                trees = {"ours": ROOT, "baseline": args.baseline}
+                # with a baseline, who goes first alternates, so neither always meets a warmer (or busier) target
+                order = ["ours"] if args.baseline is None else ["ours", "baseline"][::1 if rnd % 2 else -1]
+                sample = {side: ours(url, w, args.seconds, args.connections, args.event_loop, trees[side])
+                          for side in order}
+                a = sample["ours"]
                 use_qemu = w.write or args.read_reference == "qemu-img"
                 b = qemu_bench(url, w, args.seconds, lun_bytes, a) if use_qemu else iscsi_perf(url, w, args.seconds)
-                samples[w.name].append({"ours": a, "libiscsi": b, "ratio": a / b if b else 0.0})
-                print(f"round {rnd}/{args.rounds} {w.name:20} ours {a:10,.0f} IOPS   "
-                      f"{'qemu-img' if use_qemu else 'iscsi-perf'} {b:10,.0f} IOPS   ratio {a / b:5.2f}",
-                      file=sys.stderr, flush=True)
+                sample.update(libiscsi=b, ratio=a / b if b else 0.0)
+                line = (f"round {rnd}/{args.rounds} {w.name:20} ours {a:10,.0f} IOPS   "
+                        f"{'qemu-img' if use_qemu else 'iscsi-perf'} {b:10,.0f} IOPS   ratio {a / b:5.2f}")
+                if "baseline" in sample:
+                    sample["vs_baseline"] = a / sample["baseline"] if sample["baseline"] else 0.0
+                    line += f"   baseline {sample['baseline']:10,.0f} IOPS   ours/baseline {sample['vs_baseline']:5.2f}"
+                samples[w.name].append(sample)
+                print(line, file=sys.stderr, flush=True)
     finally:
         if target is not None:
             target.stop()
@@ -149,7 +163,13 @@ def _summarise(args, workloads, samples, load_before) -> dict:
                      "ours_iops": round(ours_iops, 1), "libiscsi_iops": round(lib_iops, 1),
                      "ours_mb_per_s": round(ours_iops * w.block_size / (1 << 20), 1),
                      "libiscsi_mb_per_s": round(lib_iops * w.block_size / (1 << 20), 1),
-                     "ratio": round(statistics.median(x["ratio"] for x in s), 3), "samples": s})
+                     "ratio": round(statistics.median(x["ratio"] for x in s), 3),
+                     "ratio_of_medians": round(ours_iops / lib_iops, 3) if lib_iops else 0.0, "samples": s})
+        if args.baseline is not None:
+            base_iops = statistics.median(x["baseline"] for x in s)
+            rows[-1].update(baseline_iops=round(base_iops, 1),
+                            vs_baseline=round(statistics.median(x["vs_baseline"] for x in s), 3),
+                            vs_baseline_of_medians=round(ours_iops / base_iops, 3) if base_iops else 0.0)
     by_name = {r["name"]: r for r in rows}
     for r in rows:
         if r["write"]:
@@ -157,12 +177,16 @@ def _summarise(args, workloads, samples, load_before) -> dict:
             r["read_ratio"] = read["ratio"] if read else None
     return {"rounds": args.rounds, "seconds": args.seconds, "lun_mb": args.lun_mb,
             "connections": args.connections, "event_loop": args.event_loop, "cpus": os.cpu_count(),
+            "baseline": str(args.baseline) if args.baseline is not None else None,
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()], "workloads": rows}
 
 
 def table(result: dict) -> str:
-    head = f"{'workload':34} {'ours':>14} {'libiscsi':>14}  {'reference':15} {'ratio':>6}  {'bar':12}"
+    head = f"{'workload':34} {'ours':>14} {'libiscsi':>14}  {'reference':15} {'ratio':>6} {'of med':>6}  {'bar':12}"
+    base = result.get("baseline") is not None
+    if base:
+        head += f" {'baseline':>14} {'ours/base':>9} {'of med':>6}"
     lines = [head, "-" * len(head)]
     for r in result["workloads"]:
         unit = (lambda x: f"{x:,.0f} MB/s") if r["block_size"] >= 1 << 20 else (lambda x: f"{x:,.0f} IOPS")
@@ -172,11 +196,17 @@ def table(result: dict) -> str:
             bar = f"reads {r['read_ratio']:.2f}" if r.get("read_ratio") is not None else "-"
         else:
             bar = f">= {r['bar']}"
-        lines.append(f"{r['label']:34} {unit(ours_v):>14} {unit(lib_v):>14}  {r['reference']:15} "
-                     f"{r['ratio']:6.2f}  {bar:12}")
+        line = (f"{r['label']:34} {unit(ours_v):>14} {unit(lib_v):>14}  {r['reference']:15} "
+                f"{r['ratio']:6.2f} {r['ratio_of_medians']:6.2f}  {bar:12}")
+        if base:
+            base_v = r["baseline_iops"] * r["block_size"] / (1 << 20) if r["block_size"] >= 1 << 20 else r["baseline_iops"]
+            line += f" {unit(base_v):>14} {r['vs_baseline']:9.2f} {r['vs_baseline_of_medians']:6.2f}"
+        lines.append(line)
     lines.append(f"medians of {result['rounds']} rounds x {result['seconds']:g} s; ratio = median of pairwise "
-                 f"ours/libiscsi; load average before {result['loadavg_before'][0]}, after "
-                 f"{result['loadavg_after'][0]} on {result['cpus']} CPUs")
+                 f"ours/libiscsi, of med = ratio of the medians; load average before {result['loadavg_before'][0]}, "
+                 f"after {result['loadavg_after'][0]} on {result['cpus']} CPUs")
+    if base:
+        lines.append(f"baseline: {result['baseline']} (ours/base: median of pairwise ratios; of med: ratio of medians)")
     return "\n".join(lines)
 
 
@@ -212,9 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="our event loop (default auto: uvloop when installed, as uiscsictl does)")
     p.add_argument("--only", action="append", metavar="SUBSTRING", help="run only matching workloads")
+    p.add_argument("--baseline", type=Path, metavar="TREE",
+                   help="also run another checkout's uiscsictl perf (TREE/.venv/bin/python) in every round, "
+                        "alternating with ours, and report ours/baseline")
     p.add_argument("--json", action="store_true", help="print the full result, samples included, as JSON")
     p.add_argument("--png", metavar="FILE", help="also plot the ratios to FILE (needs matplotlib)")
     args = p.parse_args(argv)
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / ".venv" / "bin" / "python").exists():
+            print(f"perfbench: {args.baseline}/.venv/bin/python is missing (run make bootstrap there)", file=sys.stderr)
+            return 1
     missing = [t for t in ("tgtd", "iscsi-perf", "qemu-img") if shutil.which(t) is None]
     if missing:
         print(f"perfbench: missing {', '.join(missing)} (run ./scripts/bootstrap.sh)", file=sys.stderr)

@@ -74,17 +74,6 @@ def sha256_file(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def start_tgtd(tgt_class, attempts: int = 3, **kw):
-    """Start tgtd, trying again if an instance fails to come up (a busy machine, a taken control number)."""
-    for attempt in range(attempts):
-        try:
-            return tgt_class.start(**kw)
-        except RuntimeError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bootkit.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--perf-seconds", type=int, default=PERF_SECONDS, metavar="S",
@@ -105,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     target = None
     try:
         heading(f"starting tgtd on 127.0.0.1 with a {LUN_MB} MiB LUN on /dev/shm")
-        target = start_tgtd(Tgt, workdir=workdir, size_mb=LUN_MB, iqn="iqn.2026-11.demo.bootkit:disk")
+        target = Tgt.start_retrying(workdir=workdir, size_mb=LUN_MB, iqn="iqn.2026-11.demo.bootkit:disk")
         url = target.url(1)
         say(f"tgtd -C {target.control} listening on 127.0.0.1:{target.port}; target {target.iqn}, disk LUN 1")
         say(f"URL (libiscsi form, works with qemu-img too): {url}")

@@ -2,16 +2,20 @@
 
 The model is one `Settings` (every path and command the scripts use, so the same templates serve a real
 host and the QEMU guest, which runs the project's venv binaries at host paths) plus the network entries
-of an fstab. `render()` is pure: it returns the files as {relative path: RenderedFile}; `write()` puts
-them under a directory (-o DIR, or DESTDIR-style under --root with systemd's enable symlinks).
+of an fstab. The program paths default to the installation that runs the renderer (rc/programs.py).
+`render()` is pure: it returns the files as {relative path: RenderedFile}; `write()` puts them under a
+directory (-o DIR, or DESTDIR-style under --root with systemd's enable symlinks) and `remove()` takes
+them away again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +23,14 @@ import jinja2
 
 from fstab_tools.fstab import Entry, Fstab, FstabError, mangle
 from fstab_tools.netfs import is_network, is_network_fstype
+from initiator.daemon.wire import DEFAULT_SOCKET
+from rc import programs, udev
 
 INIT_SYSTEMS = ("systemd", "sysvinit", "busybox", "openbsd")
 TEMPLATES = Path(__file__).parent / "templates"
 SYSTEMD_DIR = "etc/systemd/system"
+UDEV_RULES = f"etc/udev/rules.d/{udev.RULES_NAME}"
+RENDERED_MARK = "Rendered by `bootkit rc render"  # in every file we write; remove() deletes only those
 BSD_TYPES = ("rw", "ro", "rq")
 # Linux-only options an OpenBSD mount(8) does not know; `_netdev` becomes `net`.
 LINUX_ONLY = re.compile(r"^(defaults|auto|nofail|_netdev|x-[^=]*(=.*)?|comment=.*|users?|owner|errors=.*)$")
@@ -32,18 +40,19 @@ LINUX_ONLY = re.compile(r"^(defaults|auto|nofail|_netdev|x-[^=]*(=.*)?|comment=.
 class Settings:
     """Everything a rendered script names. Shell-valued fields are shell code, put in as they are."""
 
-    bootkit: str = "/usr/local/bin/bootkit"
-    uiscsid: str = "/usr/local/bin/uiscsid"
-    uiscsictl: str = "/usr/local/bin/uiscsictl"
+    bootkit: str = field(default_factory=lambda: programs.program("bootkit"))
+    uiscsid: str = field(default_factory=lambda: programs.program("uiscsid"))
+    uiscsictl: str = field(default_factory=lambda: programs.program("uiscsictl"))
     fstab: str = "/etc/fstab"
     config: str = "/etc/uiscsi.conf"
-    socket: str = "/run/uiscsid.sock"
+    socket: str = DEFAULT_SOCKET
     pidfile: str = "/run/uiscsid.pid"
     log: str = "/run/bootkit-rc.log"
     daemon_log: str = "/run/uiscsid.log"
     reload_wait: float = 10.0
     ctl_timeout: float = 20.0
     stop_timeout: float = 15.0
+    start_timeout: float = 180.0
     shim: bool = True
     network: str = "ifup -a"
     services_start: str = ":"
@@ -70,13 +79,15 @@ class Settings:
 
 
 HELP = {
-    "bootkit": "path of the bootkit program", "uiscsid": "path of the daemon",
-    "uiscsictl": "path of the control program", "fstab": "fstab the scripts use (and the renderer reads)",
+    "bootkit": "path of the bootkit program (default: this installation's)",
+    "uiscsid": "path of the daemon (default: this installation's)",
+    "uiscsictl": "path of the control program (default: this installation's)", "fstab": "fstab the scripts use (and the renderer reads)",
     "config": "uiscsi.conf handed to `uiscsictl reload -f`", "socket": "control socket (-s on both)",
     "pidfile": "where rc keeps the daemon's PID", "log": "rc step log with timestamps (busybox, sysvinit)",
     "daemon_log": "daemon stdout/stderr (busybox, sysvinit)", "reload_wait": "reload --wait seconds",
     "ctl_timeout": "uiscsictl --timeout (also bounds the wait for the socket)",
     "stop_timeout": "seconds to wait for the daemon to log out and exit",
+    "start_timeout": "systemd: seconds a slow Python start may take (daemon, and reload on top of its waits)",
     "shim": "run the daemon under `bootkit shim run` (false: `uiscsid --no-flag`, the negative control)",
     "network": "shell code bringing the network up (busybox)",
     "services_start": "shell code starting the services (busybox)",
@@ -210,7 +221,8 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
         raise RenderError(f"unknown init system {init!r}: choose one of {', '.join(INIT_SYSTEMS)}")
     s = settings.resolved()
     env = _env()
-    ctx = {"s": s, "init": init, "net_entries": net_entries or []}
+    ctx = {"s": s, "init": init, "net_entries": net_entries or [], "udev_dir": udev.INFO_DIR,
+           "link_dir": udev.LINK_DIR}
 
     def t(name: str, **extra: object) -> str:
         return env.get_template(name).render(**ctx, **extra)
@@ -219,6 +231,7 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
         files = {
             f"{SYSTEMD_DIR}/uiscsid.service": RenderedFile(t("systemd/uiscsid.service.j2")),
             f"{SYSTEMD_DIR}/uiscsi-reload.service": RenderedFile(t("systemd/uiscsi-reload.service.j2")),
+            UDEV_RULES: RenderedFile(t("udev/uiscsi.rules.j2")),
         }
         for e in net_entries or []:
             if is_network_fstype(e.fstype):
@@ -229,8 +242,9 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
         links = {f"{wants}/uiscsid.service": "../uiscsid.service",
                  f"{wants}/uiscsi-reload.service": "../uiscsi-reload.service"}
         return Rendered(files, links)
-    if init == "sysvinit":
-        return Rendered({"etc/init.d/uiscsid": RenderedFile(t("sysvinit/uiscsid.j2"), 0o755)})
+    if init == "sysvinit":  # Debian's sysvinit runs udev too
+        return Rendered({"etc/init.d/uiscsid": RenderedFile(t("sysvinit/uiscsid.j2"), 0o755),
+                         UDEV_RULES: RenderedFile(t("udev/uiscsi.rules.j2"))})
     if init == "busybox":
         return Rendered({
             "etc/rc": RenderedFile(t("busybox/rc.j2"), 0o755),
@@ -267,3 +281,43 @@ def write(rendered: Rendered, root: str | Path, links: bool = False) -> list[Pat
             path.symlink_to(target)
             written.append(path)
     return written
+
+
+def remove(rendered: Rendered, root: str | Path, keep: Callable[[Path], str | None] = lambda _: None,
+           ) -> tuple[list[Path], list[str]]:
+    """Undo `write(rendered, root, links=True)`: delete the enable symlinks and the files we rendered.
+
+    A file is deleted only when it carries RENDERED_MARK (an admin's own file of the same name stays),
+    and when ``keep(path)`` gives no reason to keep it (the caller's check, e.g. "owned by a package").
+    The unit directories install made (.wants, .mount.d) go when empty. Returns (removed, kept: why).
+    """
+    root = Path(root)
+    removed: list[Path] = []
+    kept: list[str] = []
+    for rel, target in sorted(rendered.links.items()):
+        path = root / rel
+        if path.is_symlink() and os.readlink(path) == target:
+            path.unlink()
+            removed.append(path)
+    for rel in sorted(rendered.files):
+        path = root / rel
+        if not path.is_file():
+            continue
+        try:
+            ours = RENDERED_MARK in path.read_text(errors="replace")[:4096]
+        except OSError as exc:
+            kept.append(f"{path}: {exc.strerror}")
+            continue
+        why = keep(path) if ours else "not written by bootkit rc"
+        if why:
+            kept.append(f"{path}: kept, {why}")
+            continue
+        path.unlink()
+        removed.append(path)
+    # The .wants and .mount.d directories are install's own; etc/udev/rules.d, etc/init.d... are not.
+    units = root / SYSTEMD_DIR
+    for path in sorted({p.parent for p in removed}, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            if path.parent == units and not any(path.iterdir()):
+                path.rmdir()
+    return removed, kept

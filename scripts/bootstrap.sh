@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   tgt istgt libiscsi-bin qemu-utils qemu-block-extra tshark
   qemu-system-x86 busybox-static shellcheck systemd kmod cpio iproute2 e2fsprogs util-linux procps
+  # `make deb` and the Debian guest images: Debian's packaging tools, the package's build dependencies
+  # (help2man runs the programs), lintian, and mmdebstrap for the guest's root
+  debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man lintian
+  python3-psutil python3-jinja2 python3-crc32c python3-setproctitle python3-uvloop mmdebstrap
+  # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root
+  open-iscsi fio
 )
 
 missing=()

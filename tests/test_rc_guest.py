@@ -40,7 +40,7 @@ cat /run/svc.pid > /results/svc.pid
 """
 
 # The daemon as a console script would run it, for as long as pyproject has no `uiscsid` entry point.
-DAEMON_SCRIPT = f"#!{sys.executable}\nimport sys\nfrom initiator.daemon import main\nsys.exit(main())\n"
+DAEMON_SCRIPT = f"#!{sys.executable}\nimport sys\nfrom initiator.daemon.uiscsid import main\nsys.exit(main())\n"
 
 
 @pytest.fixture(scope="module")

@@ -106,9 +106,10 @@ def systemd_root(tmp_path: Path, fstab: Path) -> Path:
                    check=True, capture_output=True, timeout=60)
     for unit in (gen / "normal").glob("*.mount"):
         shutil.copy(unit, root / r.SYSTEMD_DIR / unit.name)
-    (root / "usr/local/bin").mkdir(parents=True)
-    for prog in ("bootkit", "uiscsictl"):
-        shutil.copy(VENV_BIN / prog, root / "usr/local/bin" / prog)
+    bindir = root / str(VENV_BIN).lstrip("/")  # the units name this installation's programs
+    bindir.mkdir(parents=True)
+    for prog in ("bootkit", "uiscsictl", "uiscsid"):
+        shutil.copy(VENV_BIN / prog, bindir / prog)
     return root
 
 
@@ -134,10 +135,13 @@ def test_systemd_orders_daemon_then_logins_then_each_network_mount(systemd_root)
     daemon, reload = units["uiscsid.service"], units["uiscsi-reload.service"]
     assert daemon["Type"] == ["notify"]
     assert "remote-fs-pre.target" in daemon["Before"]
-    assert {"network-online.target", "remote-fs-pre.target"} <= set(daemon["Wants"])
-    assert "network-online.target" in daemon["After"]
+    assert {"remote-fs-pre.target", "modprobe@nbd.service"} <= set(daemon["Wants"])
+    assert {"local-fs.target", "systemd-udevd.service", "modprobe@nbd.service"} <= set(daemon["After"])
+    # the daemon needs no network to start: its slow start overlaps the network's; the logins wait for it
+    assert "network-online.target" not in daemon["After"]
     assert "shutdown.target" not in daemon.get("Conflicts", [])  # it must outlive the remote unmounts
     assert {"uiscsid.service", "network-online.target"} <= set(reload["After"])
+    assert "network-online.target" in reload["Wants"]
     assert "uiscsid.service" in reload["Requires"]
     assert "remote-fs-pre.target" in reload["Before"]
     for mount in ("srv-data.mount", "srv-my\\x20disk.mount", "srv-cold.mount"):
@@ -160,11 +164,11 @@ def test_systemd_exec_start_runs_the_daemon_under_the_shim(tmp_path, fstab):
     out = rendered(tmp_path, "systemd", fstab, "--set", "bootkit=/opt/bk dir/bootkit",
                    "--set", "socket=/run/u%s.sock")
     text = (out / r.SYSTEMD_DIR / "uiscsid.service").read_text()
-    assert ('ExecStart="/opt/bk dir/bootkit" shim run --name uiscsid -- /usr/local/bin/uiscsid -d '
+    assert (f'ExecStart="/opt/bk dir/bootkit" shim run --name uiscsid -- {VENV_BIN}/uiscsid -d '
             '-s /run/u%%s.sock') \
         in text
     reload = (out / r.SYSTEMD_DIR / "uiscsi-reload.service").read_text()
-    assert ("ExecStart=/usr/local/bin/uiscsictl -s /run/u%%s.sock --timeout 20 "
+    assert (f"ExecStart={VENV_BIN}/uiscsictl -s /run/u%%s.sock --timeout 20 "
             "reload -f /etc/uiscsi.conf --wait 10") \
         in reload
 
@@ -215,7 +219,8 @@ def test_sysvinit_script_has_lsb_headers_and_starts_and_stops_in_order(tmp_path,
     assert fields["Provides"] == "uiscsid"
     assert set(fields["Required-Start"].split()) == {"$local_fs", "$network"}
     assert set(fields["Required-Stop"].split()) == {"$local_fs", "$network"}
-    assert fields["X-Start-Before"] == "$remote_fs" and fields["X-Stop-After"] == "sendsigs"
+    # not $remote_fs: insserv.conf makes it hold $local_fs, which the script requires (a loop)
+    assert fields["X-Start-Before"] == "mountnfs" and fields["X-Stop-After"] == "sendsigs"
     assert fields["Default-Start"] == "S" and fields["Default-Stop"] == "0 6"
     start = text.split("do_start() {", 1)[1].split("\n}\n", 1)[0]
     stop = text.split("do_stop() {", 1)[1].split("\n}\n", 1)[0]

@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from vm import harness
+from vm import harness, image_cli  # image_cli: `image` and `boot`, Debian guest images
 from vm.initramfs import InitramfsError, busybox_path, ensure_initramfs
 from vm.kernel import KernelFetchError, cache_root, cached_kernels, fetch
 from vm.qemu import qemu_binary
 from vm.scenarios import cli as proof_cli  # reboot-test, power-cut-test, target-down-test (the proof)
 
-EXIT_TIMEOUT = 124  # as timeout(1)
-EXIT_HARNESS = 125  # the guest could not be booted, or it died before the command ended
+EXIT_TIMEOUT = image_cli.EXIT_TIMEOUT  # 124, as timeout(1)
+EXIT_HARNESS = image_cli.EXIT_HARNESS  # 125: the guest could not be booted, or died before the command ended
 
 EPILOG = """examples:
   bootkit vm doctor                      what is present, what is missing, and how to get it
@@ -25,8 +25,11 @@ EPILOG = """examples:
   bootkit vm run -- uname -a             boot a guest, run the command, exit with its status
   bootkit vm run --net --disk d.img -- sh -c 'mkfs.ext4 -q /dev/vda && echo ok > /results/ok'
   bootkit vm run --results out/ --timeout 60 -- bootkit fstab -N
+  bootkit vm image -o build/guest.img    a Debian 12 + systemd root disk with this checkout's .deb
+  bootkit vm boot build/guest.img -- systemctl status uiscsid
 
-The guest runs this host's root read-only (tmpfs overlay), so host programs and this venv are there.
+`run` boots this host's root read-only (tmpfs overlay), so host programs and this venv are there;
+`image` and `boot` make and boot a real Debian guest instead (its own init, the project from its .deb).
 /results in the guest is the --results dir on the host; disks are /dev/vda, /dev/vdb...; with --net a host
 service on 127.0.0.1:PORT is at 10.0.2.2:PORT. Exit status: the command's, 124 on timeout, 125 when the
 guest could not run it.
@@ -80,6 +83,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             add("initramfs", True, str(ensure_initramfs(kernels[-1])))
         except (InitramfsError, OSError) as exc:
             add("initramfs", False, str(exc))
+    # only `bootkit vm image` (Debian guests) and `make deb` need these
+    for tool, pkg in (("mmdebstrap", "mmdebstrap"), ("dpkg-buildpackage", "dpkg-dev"), ("dh", "debhelper")):
+        found = shutil.which(tool)
+        add(pkg, found is not None, found or f"{tool} missing (for Debian guest images): install {pkg}",
+            required=False)
     if args.kvm:
         add("kvm", True, _probe_kvm(10.0), required=False)
     else:
@@ -136,16 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (harness.GuestError, ValueError, OSError) as exc:
         print(f"bootkit vm run: {exc}", file=sys.stderr)
         return EXIT_HARNESS
-    if args.json:
-        print(json.dumps({"exit_code": result.exit_code, "error": result.error, "timed_out": result.timed_out,
-                          "duration": result.duration, "results_dir": str(result.results_dir),
-                          "events": [e.__dict__ for e in result.events]}, indent=2))
-    else:
-        _progress(f"{result.duration:.1f} s, results in {result.results_dir}"
-                  + (f", {result.error}" if result.error else ""))
-    if result.timed_out:
-        return EXIT_TIMEOUT
-    return EXIT_HARNESS if result.exit_code is None else result.exit_code
+    return image_cli.report(result, args.json)
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -182,6 +181,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     r.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD...")
     r.set_defaults(func=cmd_run)
     proof_cli.add_parsers(sub)  # the proof's three subcommands live in vm/scenarios/cli.py
+    image_cli.add_parsers(sub)  # Debian guest images: vm/image_cli.py
     return p
 
 

@@ -26,6 +26,8 @@ Contract, guest side:
 - ``disks`` (paths or ``Disk``) are /dev/vda, /dev/vdb, ... in order; the same file may be used across
   any number of boots (persistence); ``Disk.create(path, size)`` makes a sparse raw one.
 - ``net=True``: eth0 is 10.0.2.15/24, and a host service on 127.0.0.1:PORT is reached at 10.0.2.2:PORT.
+  ``hostfwd=[(HOST_PORT, GUEST_PORT), ...]`` (implies net) forwards the host's 127.0.0.1:HOST_PORT to
+  the guest's GUEST_PORT over TCP (QEMU user networking), so a host program reaches a guest service.
 - ``rc_dir``: a host dir holding the rendered ``rc`` and/or ``rc.shutdown`` (names: ``rc_boot``,
   ``rc_shutdown``). It is *copied* at launch to /bootkit/rc in the guest's RAM, so it may live under the
   host's /tmp and survives ``umount -a``. Order: rc -> command -> rc.shutdown -> sync -> poweroff -f.
@@ -130,6 +132,12 @@ class GuestResult:
         """Host time (s since QEMU start) of the first console line containing ``text``."""
         return next((ln.t for ln in self.lines if text in ln.text), None)
 
+    def summary(self) -> dict[str, object]:
+        """What `bootkit vm run|boot --json` print."""
+        return {"exit_code": self.exit_code, "error": self.error, "timed_out": self.timed_out,
+                "duration": self.duration, "results_dir": str(self.results_dir),
+                "events": [e.__dict__ for e in self.events]}
+
     def check(self) -> GuestResult:
         """Raise GuestError with the console tail unless the command exited 0."""
         if self.exit_code != 0:
@@ -205,6 +213,24 @@ def guest_env(venv_bin: Path, extra: Mapping[str, str] | None) -> dict[str, str]
             raise ValueError(f"environment variable name {key!r} is not valid")
         env[key] = str(value)
     return env
+
+
+def writable_exports(results_dir: str | Path | None, shares: Mapping[str, str | Path] | None,
+                     ) -> tuple[Path, list[Export], list[tuple[str, str]]]:
+    """The results dir (a new temporary one when None) and the shares as 9p exports, with the guest
+    paths their tags go on ("TAG GUESTPATH" lines for the guest's stage 1)."""
+    results = Path(results_dir) if results_dir is not None else Path(
+        tempfile.mkdtemp(prefix="bootkit-vm-results-"))
+    results.mkdir(parents=True, exist_ok=True)
+    exports = [Export("results", results.resolve(), False)]
+    mounts = [("results", GUEST_RESULTS)]
+    for i, (gpath, hpath) in enumerate((shares or {}).items()):
+        host = Path(hpath).resolve()
+        if not host.is_dir():
+            raise ValueError(f"share {gpath}: host path {host} is not a directory")
+        exports.append(Export(f"share{i}", host, False))
+        mounts.append((f"share{i}", _check_guest_path(gpath)))
+    return results, exports, mounts
 
 
 def _write_job(job: Path, *, nonce: str, command: Sequence[str] | None, script: str | None,
@@ -291,6 +317,7 @@ class _Run:
 
 def run_guest(command: Sequence[str] | None = None, *, script: str | None = None,
               disks: Sequence[Disk | str | Path] = (), net: bool = False,
+              hostfwd: Sequence[tuple[int, int]] = (),
               rc_dir: str | Path | None = None, rc_boot: str = "rc", rc_shutdown: str = "rc.shutdown",
               env: Mapping[str, str] | None = None, shares: Mapping[str, str | Path] | None = None,
               results_dir: str | Path | None = None, power_cut: PowerCut | None = None,
@@ -310,18 +337,9 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
         files = boot_files or prepare()
     except (kernel_mod.KernelFetchError, OSError, RuntimeError) as exc:
         raise GuestError(f"cannot prepare the guest kernel: {exc}") from exc
-    results = Path(results_dir) if results_dir is not None else Path(
-        tempfile.mkdtemp(prefix="bootkit-vm-results-"))
-    results.mkdir(parents=True, exist_ok=True)
-    exports = [Export("results", results.resolve(), False)]
-    mounts = [("results", GUEST_RESULTS)]
-    for i, (gpath, hpath) in enumerate((shares or {}).items()):
-        host = Path(hpath).resolve()
-        if not host.is_dir():
-            raise ValueError(f"share {gpath}: host path {host} is not a directory")
-        exports.append(Export(f"share{i}", host, False))
-        mounts.append((f"share{i}", _check_guest_path(gpath)))
+    results, exports, mounts = writable_exports(results_dir, shares)
     nonce = secrets.token_hex(6)
+    net = net or bool(hostfwd)
     job = Path(tempfile.mkdtemp(prefix="bootkit-vm-job-"))
     try:
         vbin = Path(venv_bin) if venv_bin else default_venv_bin()
@@ -334,7 +352,7 @@ def run_guest(command: Sequence[str] | None = None, *, script: str | None = None
             if not disk.path.is_file():
                 raise ValueError(f"disk {disk.path} does not exist (Disk.create(path, size) makes one)")
         spec = BootSpec(files.kernel.vmlinuz, files.initramfs, job, mem=mem, cpus=cpus, disks=disk_list,
-                        net=net, exports=tuple(exports), kernel_quiet=kernel_quiet)
+                        net=net, hostfwd=tuple(hostfwd), exports=tuple(exports), kernel_quiet=kernel_quiet)
         return supervise(argv(spec, qemu), nonce, results, power_cut, timeout, stream, on_start)
     finally:
         shutil.rmtree(job, ignore_errors=True)

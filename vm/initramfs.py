@@ -3,6 +3,9 @@
 The kernel modules are not built in, so ``/init`` insmods them in dependency order; the order is computed
 here from the kernel's own ``modules.dep`` so that a newer Debian kernel needs no edit. The archive is cached
 under the kernel cache keyed by a hash of every input, so it is rebuilt only when one of them changes.
+
+Two flavours: ``host`` (the default) boots the host's root over 9p (vm/guest/init, stage2); ``image``
+boots a Debian root disk (vm/guest/image-init, vm/guest_image.py), so it needs only the disk, ext4 and 9p.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import shutil
 import struct
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -26,8 +30,28 @@ WANTED_MODULES = (
     "virtio_pci", "virtio_blk", "virtio_net", "9pnet_virtio", "9p", "overlay",
     "crc32c_generic", "libcrc32c", "ext4", "nbd",
 )
+IMAGE_MODULES = ("virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "crc32c_generic", "libcrc32c", "ext4")
 BUILD_VERSION = "1"  # bump when the archive layout changes
 GUEST_FILES = ("init", "stage2")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What one kind of initramfs holds: its modules, its /init (a file in vm/guest) and extra files."""
+
+    name: str
+    modules: tuple[str, ...]
+    init: str
+    files: tuple[str, ...]  # vm/guest files copied to the archive's root (besides /init)
+    dirs: tuple[str, ...]  # in archive order
+
+
+FLAVOURS = {
+    "host": Flavour("host", WANTED_MODULES, "init", ("stage2",),
+                    ("bin", "dev", "etc", "lib", "lib/modules", "lower", "newroot", "proc", "sys", "upper", "run")),
+    "image": Flavour("image", IMAGE_MODULES, "image-init", (),
+                     ("bin", "dev", "etc", "lib", "lib/modules", "newroot", "job", "proc", "sys", "run")),
+}
 STALE_AFTER = 6 * 3600  # seconds before a superseded build is removed
 
 
@@ -122,13 +146,16 @@ def _builtin(kernel: KernelTree) -> set[str]:
     return {module_name(line) for line in text.split()}
 
 
-def plan(kernel: KernelTree) -> list[str]:
+def plan(kernel: KernelTree, wanted: tuple[str, ...] = WANTED_MODULES) -> list[str]:
     deps = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
-    return load_order(deps, WANTED_MODULES, _builtin(kernel))
+    return load_order(deps, wanted, _builtin(kernel))
 
 
-def _cache_key(kernel: KernelTree, modules: list[str], busybox: Path) -> str:
+def _cache_key(kernel: KernelTree, modules: list[str], busybox: Path, flavour: Flavour = FLAVOURS["host"]) -> str:
     h = hashlib.sha256(BUILD_VERSION.encode())
+    if flavour.name != "host":  # the host flavour's key (and file name) stays what it always was
+        h.update(repr(flavour).encode())
+        h.update(guest_file(flavour.init))
     h.update(kernel.release.encode() + b"\0" + str(kernel.root).encode())
     for rel in modules:
         st = (kernel.modules_dir / rel).stat()
@@ -139,18 +166,18 @@ def _cache_key(kernel: KernelTree, modules: list[str], busybox: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_entries(kernel: KernelTree, modules: list[str], busybox: bytes) -> list[cpio.Entry]:
+def build_entries(kernel: KernelTree, modules: list[str], busybox: bytes,
+                  flavour: Flavour = FLAVOURS["host"]) -> list[cpio.Entry]:
     """The archive members, in an order where every directory precedes its contents."""
     names = [module_name(m) for m in modules]
-    entries = [cpio.directory(d) for d in ("bin", "dev", "etc", "lib", "lib/modules", "lower", "newroot",
-                                           "proc", "sys", "upper", "run")]
+    entries = [cpio.directory(d) for d in flavour.dirs]
     entries += [
         cpio.chardev("dev/console", 5, 1),
         cpio.chardev("dev/null", 1, 3, 0o666),
         cpio.regular("bin/busybox", busybox, 0o755),
         cpio.symlink("bin/sh", "busybox"),
-        cpio.regular("init", guest_file("init"), 0o755),
-        cpio.regular("stage2", guest_file("stage2"), 0o755),
+        cpio.regular("init", guest_file(flavour.init), 0o755),
+        *(cpio.regular(name, guest_file(name), 0o755) for name in flavour.files),
         cpio.regular("etc/bootkit-modules", ("\n".join(names) + "\n").encode()),
         cpio.regular("etc/bootkit-release", (kernel.release + "\n").encode()),
     ]
@@ -159,16 +186,17 @@ def build_entries(kernel: KernelTree, modules: list[str], busybox: bytes) -> lis
     return entries
 
 
-def ensure_initramfs(kernel: KernelTree) -> Path:
+def ensure_initramfs(kernel: KernelTree, flavour: str = "host") -> Path:
     """Return the cached initramfs for ``kernel``, building it first when any input changed."""
-    modules = plan(kernel)
+    fl = FLAVOURS[flavour]
+    modules = plan(kernel, fl.modules)
     busybox = busybox_path()
     out_dir = cache_root() / "initramfs"
-    out = out_dir / f"initramfs-{kernel.release}-{_cache_key(kernel, modules, busybox)}.cpio.gz"
+    out = out_dir / f"initramfs-{kernel.release}-{_cache_key(kernel, modules, busybox, fl)}.cpio.gz"
     if out.is_file():
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = cpio.archive(build_entries(kernel, modules, busybox.read_bytes()))
+    data = cpio.archive(build_entries(kernel, modules, busybox.read_bytes(), fl))
     tmp = out.with_name(f".{out.name}.{os.getpid()}")
     tmp.write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
     tmp.replace(out)

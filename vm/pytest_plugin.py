@@ -3,6 +3,8 @@
 - ``vm_boot_files`` (session): fetches the kernel and builds the initramfs once. It skips, with the reason,
   only when qemu-system-x86_64 is absent and $CI is unset; under CI a missing qemu or a failed kernel fetch
   is an error, never a silent skip.
+- ``vm_deb`` (session): the checkout's Debian package (vm/deb.py), built once per tree state; skips like
+  ``vm_boot_files`` when Debian's packaging tools or mmdebstrap are missing.
 - ``vm_guest`` (function): ``vm_guest(command=None, *, script=..., **run_guest_options) -> GuestResult``.
   Each call gets its own results dir under ``tmp_path`` unless ``results_dir=`` is given, and the console
   of every boot is printed so that pytest shows it when the test fails.
@@ -21,15 +23,21 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from vm.deb import DebBuildError, ensure_deb
 from vm.harness import BootFiles, GuestResult, prepare, run_guest
 from vm.kernel import KernelFetchError
 from vm.qemu import qemu_binary
+
+# What the Debian package build and the Debian guest images run (scripts/bootstrap.sh installs them).
+DEB_TOOLS = {"dpkg-buildpackage": "dpkg-dev", "dh": "debhelper", "help2man": "help2man",
+             "mmdebstrap": "mmdebstrap", "lintian": "lintian"}
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +70,18 @@ def vm_guest(vm_boot_files: BootFiles, tmp_path: Path) -> Callable[..., GuestRes
         return result
 
     return boot
+
+
+@pytest.fixture(scope="session")
+def vm_deb() -> Path:
+    """The .deb built from the checkout under test (build/iscsi-bootkit_*_all.deb)."""
+    missing = [f"{tool} ({pkg})" for tool, pkg in DEB_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        reason = f"missing {', '.join(missing)}: run scripts/bootstrap.sh"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}, and $CI is set")
+        pytest.skip(reason)
+    try:
+        return ensure_deb()
+    except DebBuildError as exc:
+        pytest.fail(str(exc))

@@ -52,16 +52,21 @@ class Export:
 
 @dataclass(frozen=True)
 class BootSpec:
+    """``job_dir`` is the host-root guest's job (None for a Debian image); ``host_root`` shares the host's
+    / read-only (the busybox guest runs it; a Debian image guest must not see it)."""
+
     vmlinuz: Path
     initramfs: Path
-    job_dir: Path
+    job_dir: Path | None
     mem: int = 1024
     cpus: int = 2
     disks: tuple[Disk, ...] = ()
     net: bool = False
+    hostfwd: tuple[tuple[int, int], ...] = ()  # (host port on 127.0.0.1, guest port): TCP into the guest
     exports: tuple[Export, ...] = ()
     kernel_quiet: bool = True
     extra_cmdline: tuple[str, ...] = field(default=())
+    host_root: bool = True
 
 
 def qemu_binary() -> str | None:
@@ -74,7 +79,9 @@ def _opt(value: str | Path) -> str:
 
 
 def cmdline(spec: BootSpec) -> str:
-    words = ["console=ttyS0", "panic=-1", "rdinit=/init", f"bootkit.job={spec.job_dir}"]
+    words = ["console=ttyS0", "panic=-1", "rdinit=/init"]
+    if spec.job_dir is not None:
+        words.append(f"bootkit.job={spec.job_dir}")
     if spec.kernel_quiet:
         words.append("quiet")
     return " ".join(words + list(spec.extra_cmdline))
@@ -89,8 +96,9 @@ def argv(spec: BootSpec, qemu: str = QEMU) -> list[str]:
         "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
         "-serial", "stdio", "-monitor", "none",
         "-kernel", str(spec.vmlinuz), "-initrd", str(spec.initramfs), "-append", cmdline(spec),
-        "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
     ]
+    if spec.host_root:
+        args += ["-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap"]
     for ex in spec.exports:
         ro = ",readonly=on" if ex.readonly else ""
         opts = f"local,path={_opt(ex.path)},mount_tag={ex.tag},security_model=none,multidevs=remap{ro}"
@@ -100,6 +108,7 @@ def argv(spec: BootSpec, qemu: str = QEMU) -> list[str]:
             raise ValueError(f"{disk.path}: disk format {disk.format!r} is not one of {FORMATS}")
         ro = ",readonly=on" if disk.readonly else ""
         args += ["-drive", f"file={_opt(disk.path)},format={disk.format},if=virtio,cache=writeback{ro}"]
-    if spec.net:
-        args += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    if spec.net or spec.hostfwd:
+        fwd = "".join(f",hostfwd=tcp:127.0.0.1:{int(h)}-:{int(g)}" for h, g in spec.hostfwd)
+        args += ["-netdev", f"user,id=n0{fwd}", "-device", "virtio-net-pci,netdev=n0"]
     return args

@@ -126,6 +126,18 @@ class Tgt:
             raise
         return t
 
+    @classmethod
+    def start_retrying(cls, attempts: int = 3, **kw) -> Tgt:
+        """`start`, tried again when a launch fails (a busy machine, a control number another run took), for
+        the callers without a fixture to fall back on: the demo, the benchmark, the proof scenarios."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return cls.start(**kw)
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     def adm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args],
                               capture_output=True, text=True, check=check, timeout=20)

@@ -25,7 +25,14 @@ if [ "${PROOF_CUT:-0}" = 1 ]; then
     sleep 120
     exit 0
 fi
-sleep "${PROOF_DIRTY_SECONDS:-3}"
+# Let the churn dirty at least PROOF_DIRTY_KB (2 MiB) before the shutdown: a fixed sleep left only 716 KiB
+# dirty when the host's 2 cores were busy. Bounded: after 60 s the shutdown starts with what there is.
+i=0
+until [ "$(awk '/^Dirty:/ {print $2}' /proc/meminfo)" -ge "${PROOF_DIRTY_KB:-2048}" ] || [ $i -ge 600 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+sleep 1
 grep -E '^(Dirty|Writeback):' /proc/meminfo >"$PROOF_RESULTS/meminfo"
 log cycle "shutting down; writer $state; $(tr -s ' \n' ' ' <"$PROOF_RESULTS/meminfo")"
 [ "$state" = written ]

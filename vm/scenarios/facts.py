@@ -61,16 +61,9 @@ def prepare(lun_file: Path, workdir: Path, payload_mb: int) -> tuple[Path, Path,
     return lun_file, workdir, lun.ensure(lun_file, payload_mb=payload_mb)
 
 
-def start_target(workdir: Path, lun_file: Path, port: int | None = None, attempts: int = 3) -> Tgt:
-    """A tgtd serving LUN_FILE as LUN 1 of the proof's IQN; a failed launch (a control number tgtd
-    refuses or another run grabbed) is retried a few times before it is an error."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return Tgt.start(workdir=workdir, backing=[lun_file], iqn=guest.TARGET_IQN, port=port)
-        except RuntimeError:
-            if attempt == attempts:
-                raise
-    raise AssertionError("unreachable")
+def start_target(workdir: Path, lun_file: Path, port: int | None = None) -> Tgt:
+    """A tgtd serving LUN_FILE as LUN 1 of the proof's IQN (a failed launch is retried: `Tgt.start_retrying`)."""
+    return Tgt.start_retrying(workdir=workdir, backing=[lun_file], iqn=guest.TARGET_IQN, port=port)
 
 
 def read(results: Path, name: str, default: str = "") -> str:

@@ -19,13 +19,14 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from initiator.daemon.wire import DEFAULT_SOCKET
 from rc import render as rc_render
 from vm.harness import GUEST_RC_DIR, GUEST_RESULTS
 
 GUEST_IQN = "iqn.2026-11.test.bootkit:proof-guest"
 TARGET_IQN = "iqn.2026-11.test.bootkit:proof"
 MOUNTPOINT = "/srv/data"
-SOCKET = "/run/uiscsid.sock"
+SOCKET = DEFAULT_SOCKET
 PIDFILE = "/run/uiscsid.pid"
 SCRIPTS = Path(__file__).resolve().parent.parent / "guest_proof"
 # OpenBSD reboot(8) waits 2 s after SIGTERM and 3 s after sync; shorter here, same steps, to fit TCG.

@@ -1,0 +1,1 @@
+"""The asyncio layer: session parameters, TCP links, the session, its recovery driver, the event loop."""
