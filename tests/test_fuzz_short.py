@@ -4,6 +4,7 @@ Each target runs a few thousand coverage-guided inputs in its own atheris worker
 new crash and bounded RSS. The long form is ``python -m tests.fuzz --runs N`` (see its --help).
 A bug the fuzzers found and nobody fixed yet is listed in tests/fuzz/known.py with a reproducer; its
 test here is a strict xfail, so the fix that makes the reproducer pass turns it red until the entry goes.
+Once fixed, the reproducer stays in tests/fuzz/crashes/ as a regression test that must pass.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from tests.fuzz.engine import run_one, signature
 from tests.fuzz.known import KNOWN
-from tests.fuzz.runner import RECORDED
+from tests.fuzz.runner import RECORDED, reproducers
 from tests.fuzz.targets import NAMES, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,16 @@ def test_known_bug_reproducer(sig):
     """Fails while the bug is there; passes (XPASS, a failure under strict) once it is fixed."""
     target_name, file, _ = KNOWN[sig]
     exc = run_one(load(target_name), (CRASHES / file).read_bytes())
+    assert exc is None, f"{signature(exc)}: {exc}"
+
+
+FIXED = [(name, f) for name in NAMES for f in reproducers(name) if f.name not in {v[1] for v in KNOWN.values()}]
+
+
+@pytest.mark.parametrize(("name", "file"), FIXED, ids=[f.stem for _, f in FIXED])
+def test_fixed_bug_reproducer_passes(name, file):
+    """A bug found and fixed stays fixed: its reproducer runs through its target without a crash."""
+    exc = run_one(load(name), file.read_bytes())
     assert exc is None, f"{signature(exc)}: {exc}"
 
 

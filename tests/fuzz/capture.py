@@ -26,6 +26,7 @@ from pathlib import Path
 from vm.targets import Istgt, Tgt
 
 from . import project as p
+from .targets import driver as dr
 from .targets import login as lg
 from .targets import pdu as pt
 from .targets import text as tx
@@ -43,13 +44,13 @@ class Wire:
     def send(self, bufs: list) -> None:
         self.sock.sendall(b"".join(bytes(b) for b in bufs))
 
-    def pump(self, framer: p.Framer, until: Callable[[], bool]) -> None:
+    def pump(self, feed: Callable[[bytes], None], until: Callable[[], bool]) -> None:
         while not until():
             chunk = self.sock.recv(65536)
             if not chunk:
                 return
             self.got += chunk
-            framer.feed(chunk)
+            feed(chunk)
 
     def close(self) -> None:
         self.sock.close()
@@ -71,7 +72,7 @@ def login(wire: Wire, params: p.LoginParams) -> tuple[p.LoginMachine | None, lis
     req = m.start()
     while req is not None:
         wire.send([p.pdu.encode_bytes(req)])
-        wire.pump(framer, lambda: bool(queue))
+        wire.pump(framer.feed, lambda: bool(queue))
         if not queue:
             return None, seen, framer
         seen.append(queue.pop(0))
@@ -85,34 +86,35 @@ def login(wire: Wire, params: p.LoginParams) -> tuple[p.LoginMachine | None, lis
 
 def ffp(wire: Wire, m: p.LoginMachine, start: int, lun: int, text: bool) -> bytes:
     """The target's answers to start_session's commands, then to a Logout (its bytes from ``start`` on)."""
-    core, conn, sent = pt.start_session(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn, (m.statsn + 1) & 0xFFFFFFFF,
-                                        lun=lun, logout=False, text=text)
-    session = pt.session_framer(core, conn)
-    session.feed(bytes(wire.got[start:]))
+    core, conn, sent = dr.start_session(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn,
+                                        (m.statsn + 1) & 0xFFFFFFFF, lun=lun, logout=False, text=text)
+    driver = dr.SessionDriver(core, conn, max_logins=0)
     wire.send(sent)
+    driver.feed(bytes(wire.got[start:]))
 
     def settled() -> bool:
-        wire.send(pt.after_read(core, conn) or [])
+        wire.send(driver.sent)
+        driver.sent = []
         return not core.tasks
 
-    wire.pump(session, settled)
+    wire.pump(driver.feed, settled)
     bye = core.request("logout", p.pdu.LogoutRequest(cid=conn.cid))
     wire.send(core.issue_request(bye, conn))
-    wire.pump(session, lambda: bye.result is not None)
+    wire.pump(driver.feed, lambda: bye.result is not None)
     return bytes(wire.got[start:])
 
 
 def send_targets(wire: Wire, m: p.LoginMachine, start: int) -> bytes:
     """A SendTargets exchange on a discovery session (the target's bytes from ``start`` on)."""
-    core, conn = pt.new_session(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn, (m.statsn + 1) & 0xFFFFFFFF)
-    session = pt.session_framer(core, conn)
+    core, conn = dr.new_session(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn, (m.statsn + 1) & 0xFFFFFFFF)
+    session = dr.session_framer(core, conn)
     session.feed(bytes(wire.got[start:]))
     text = p.TextMachine([("SendTargets", "All")], itt=tx.ITT)
     req = text.start()
     while req is not None:
         t = core.request("text", req, immediate=False, itt=tx.ITT)
         wire.send(core.issue_request(t, conn))
-        wire.pump(session, lambda t=t: t.result is not None)
+        wire.pump(session.feed, lambda t=t: t.result is not None)
         req = text.receive(t.result)
     return bytes(wire.got[start:])
 
@@ -135,7 +137,7 @@ def record(kind: str, out: Path, portal: tuple[str, int], target_name: str, lun:
         if m is not None and then == "ffp":
             hd, dd = m.result.header_digest, m.result.data_digest
             flags = pt.flags_byte(hd, dd, m.result.max_recv_dsl)
-            write(out / "pdu" / f"{kind}-{tag}.bin", bytes([flags]) + ffp(wire, m, end, lun, kind != "tgtd"))
+            write(out / "pdu" / f"{kind}-{tag}.bin", bytes([flags, 0]) + ffp(wire, m, end, lun, kind != "tgtd"))
         elif m is not None and then == "text":
             write(out / "text" / f"{kind}-sendtargets.bin", bytes([0]) + send_targets(wire, m, end))
     finally:

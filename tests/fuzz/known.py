@@ -2,7 +2,8 @@
 
 A run reports these as "known" and does not fail on them; every entry has a reproducer in
 tests/fuzz/crashes/ and a strict xfail test in tests/test_fuzz_short.py, so the fix that makes the
-reproducer pass turns that test red until the entry is removed here.
+reproducer pass turns that test red until the entry is removed here. The reproducer stays: every file in
+tests/fuzz/crashes/ without an entry here is a regression test that must pass, and a seed of its target.
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ KNOWN: dict[str, tuple[str, str, str]] = {
         "config", "config-nul-secret-file.bin",
         ("a NUL byte in a secret-file path: os.open raises ValueError (embedded null byte), which escapes "
         "parse_file as a traceback instead of a file:line error")),
-    "oracle:framer-decoder:ahs": (
-        "pdu", "pdu-datain-ahs-streamed.bin",
-        ("Framer hands a Data-In's handler ahs=b'' when the payload arrives over several reads "
-        "(_take_trailer), but the real AHS when the PDU arrives in one read; SessionCore ignores Data-In "
-        "AHS, so nothing breaks today, but what the handler sees depends on TCP segmentation")),
     "AttributeError in session.py:_complete_scsi": (
         "pdu", "pdu-unit-attention-twice.bin",
         ("two CHECK CONDITION/UNIT ATTENTION SCSI Responses for one task in one read: the first moves the "
@@ -33,19 +29,19 @@ KNOWN: dict[str, tuple[str, str, str]] = {
          "reload just kicked out of its login backoff: TargetRuntime._pause's asyncio.wait_for (Python 3.11) "
          "swallows the cancel when retry_now is already set, so stop() awaits a login loop that goes on "
          "forever; seen with the real uiscsid when a client writes reload and detach in one go")),
-    "RecursionError in control.py:_decode": (
+    "RecursionError in wire.py:decode_message": (
         "control", "control-json-deep-nesting.bin",
         ("a request nested deeper than the recursion limit: json.loads raises RecursionError, which _decode "
          "does not catch; the server answers 'internal error' and logs a traceback instead of bad-request")),
-    "ValueError in control.py:_decode": (
+    "ValueError in wire.py:decode_message": (
         "control", "control-json-huge-integer.bin",
         ("an integer of more than 4300 digits: json.loads raises ValueError (int max str digits), which "
          "_decode does not catch; 'internal error' and a logged traceback instead of bad-request")),
-    "ValueError in daemon.py:discover": (
+    "ValueError in service.py:discover": (
         "control", "control-discover-timeout-string.bin",
         ("discover's 'timeout' is not validated: float('x') raises ValueError; 'internal error' and a "
          "logged traceback instead of bad-request")),
-    "TypeError in daemon.py:discover": (
+    "TypeError in service.py:discover": (
         "control", "control-discover-timeout-list.bin",
         ("discover's 'timeout' is not validated: float([]) raises TypeError; 'internal error' and a logged "
          "traceback instead of bad-request")),

@@ -2,7 +2,7 @@
 
 Each target runs in its own worker process (tests/fuzz/engine.py under atheris/libFuzzer), starting from
 its seeds: the project's own encoder for PDUs, logins recorded from tgtd and istgt, the fstabs in
-tests/data, configs and control requests as uiscsictl writes them. Per target the report gives inputs
+tests/data, configs and control requests as uiscsictl writes them, and the reproducers of the bugs found. Per target the report gives inputs
 run, coverage (libFuzzer's edges and features over the instrumented initiator/ and fstab_tools/ code,
 and the line coverage of the target's modules measured by replaying the final corpus under the
 standard library's `trace`), crashes with their reproducer files, RSS at start, end and peak, and the
@@ -28,6 +28,7 @@ from .targets import NAMES, load
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 RECORDED = HERE / "seeds"           # recorded from real targets by tests/fuzz/capture.py
+CRASHES = HERE / "crashes"          # reproducers of the bugs found (fixed ones are regression seeds)
 RSS_GROWTH_MB = 64                  # default bound on RSS growth from the end of start-up to the end
 _STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+) ft: (\d+) corp: (\d+)/\S+ .*?exec/s: (\d+) rss: (\d+)Mb")
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
@@ -86,7 +87,15 @@ def write_seeds(name: str, dest: Path) -> int:
         for f in sorted(recorded.iterdir()):
             (dest / f"recorded-{f.name}").write_bytes(f.read_bytes())
             n += 1
+    for f in reproducers(name):
+        (dest / f"reproducer-{f.name}").write_bytes(f.read_bytes())
+        n += 1
     return n
+
+
+def reproducers(name: str) -> list[Path]:
+    """The target's files in tests/fuzz/crashes/ (named TARGET-what-it-shows.bin)."""
+    return sorted(CRASHES.glob(f"{name}-*.bin"))
 
 
 def write_dictionary(name: str, path: Path) -> bool:

@@ -1,4 +1,4 @@
-"""uiscsi.conf: a file's bytes through `parse_file`, then what uiscsictl reload sends the daemon.
+"""uiscsi.conf: a file's bytes through `parse_file` (initiator.ctl.config), then what uiscsictl reload sends.
 
 Input: the whole file. It is written as uiscsi.conf in a directory that also holds secret files (mode
 0600, one 0644, one empty), an include with a target of its own, and an include that includes itself,
@@ -62,8 +62,8 @@ def _check_errors(errors: list[str], text: str) -> None:
 
 def _check_wire(cfg) -> None:
     for t in cfg.targets:
-        initiator = t.initiator_name or cfg.initiator_name
-        if initiator is None:
+        initiator = t.session.initiator_name or cfg.initiator_name
+        if not initiator:
             continue  # uiscsictl refuses it with file:line before sending anything
         wire = json.loads(json.dumps(p.to_wire(t, ADDRESS, initiator)))
         try:
@@ -72,9 +72,10 @@ def _check_wire(cfg) -> None:
             kind = _VALUES.sub("_", str(e))[:70]
             raise OracleFailure(f"config-wire:{kind}", f"the parser accepted target {t.name!r} ({t.where}) but "
                                                        f"the daemon refuses it: {e}") from None
-        plain = {k: (dataclasses.replace(getattr(t, k), secret_file="") if getattr(t, k) else None)
+        s = t.session
+        plain = {k: (dataclasses.replace(getattr(s, k), secret_file="") if getattr(s, k) else None)
                  for k in ("chap", "mutual")}
-        want = dataclasses.replace(t, address=ADDRESS, initiator_name=initiator, **plain)
+        want = dataclasses.replace(t, session=dataclasses.replace(s, host=ADDRESS, initiator_name=initiator, **plain))
         if back != want:
             raise OracleFailure("config-wire:changed", f"{t.where}: sent {want!r}, the daemon got {back!r}")
 
@@ -101,11 +102,13 @@ initiatorname {IQN}:host1
 target data {{
     targetaddr $disk_host port 3261
     targetname {IQN}:data
-    auth chap user host1 secret-file "host.secret"
+    auth chap user host1 secret-file "host.secret" algorithms sha3-256,sha256 md5
     mutual user data secret-file target.secret
     header_digest crc32c; data_digest none
     connections 2
+    erl 1
     replacement_timeout 120
+    command_timeout 30; abort_timeout 15.5; lu_reset_timeout 0.1
     lun 1 2
     lun 300
 }}
@@ -114,7 +117,7 @@ target data {{
     yield "discovery", b"initiatorname eui.0123456789ABCDEF\ntarget d {\n targetaddr ::1\n discovery\n}\n"
     yield "names", (f"initiatorname naa.0123456789abcdef0123456789abcdef\ntarget n {{ targetaddr host.example "
                     f"port 65535; targetname {IQN}:n; initiatorname {IQN}:own; normal; enabled; "
-                    f"replacement_timeout 0; data_digest crc32c }}\n").encode()
+                    f"replacement_timeout 0; data_digest crc32c; command_timeout 0; erl 0 }}\n").encode()
     yield "errors", f"""x = 1
 include "loop.conf"
 include "missing.conf"
@@ -127,6 +130,9 @@ target bad {{
     lun 16384
     bogus option
     header_digest maybe
+    erl 2
+    command_timeout -1; abort_timeout 0; lu_reset_timeout 1e3
+    auth chap user u secret-file host.secret algorithms md4
 }}
 target bad {{ targetaddr 1.2.3.4; targetname {IQN}:b }}
 target unclosed {{ targetaddr $undefined
@@ -139,7 +145,8 @@ target unclosed {{ targetaddr $undefined
 DICTIONARY = tuple(w.encode() for w in (
     "include", "initiatorname", "target", "targetaddr", "port", "targetname", "auth", "chap", "user", "secret-file",
     "mutual", "header_digest", "data_digest", "connections", "discovery", "normal", "enabled", "disabled",
-    "replacement_timeout", "lun", "none", "crc32c", "{", "}", ";", "=", "$", '"', "\\", "#", "\n",
+    "replacement_timeout", "lun", "none", "crc32c", "algorithms", "md5", "sha1", "sha256", "sha3-256", "erl",
+    "command_timeout", "abort_timeout", "lu_reset_timeout", "86400", "0.1", "{", "}", ";", "=", "$", '"', "\\", "#", "\n",
     f"{IQN}:", "eui.0123456789ABCDEF", "naa.", *_FILES)) + (b"\0", b"\xff")
 
 TARGET = Target(name="config", doc="uiscsi.conf parser, and the daemon's check of what it sends",

@@ -1,14 +1,16 @@
 """Login: what the target sends during login, through the login framer into `LoginMachine`.
 
 Input: byte 0 picks the login (bits 0-2, `PROFILES`: plain, CHAP, mutual CHAP, discovery, digests, a
-second MC/S connection, CHAP with SHA-256, discovery with CHAP) and how the stream is cut into reads (bits
-3-5); the rest is the target's byte stream. The driver does what initiator/link.py does: a `Framer` with
-the login limit frames PDUs, each is decoded and queued, a framing error ends the queue; the login loop
-hands each Login Response to the machine and encodes every request it answers with. When the login
-completes, the connection enters the full-feature phase as `Link.enter_ffp` does and the bytes after the
-final response go to a session framer. Clean errors: TargetProtocolError (NegotiationError, DigestError)
-and LoginError (AuthenticationError, LoginRedirect). LocalProtocolError means we misused our own API: a
-crash here.
+second MC/S connection, CHAP with SHA-256, discovery with CHAP), how the stream is cut into reads (bits
+3-5) and whether we offer ErrorRecoveryLevel 1 (bit 6); the rest is the target's byte stream. The driver
+does what io.link and io.session do: our offers are io.session's (`Proposals` with its 1 MiB
+MaxRecvDataSegmentLength and the ERL asked for); a `Framer` with the login limit frames PDUs, each is
+decoded and queued, a framing error ends the queue; the login loop hands each Login Response to the machine
+and encodes every request it answers with. When the login completes, the session core for what was
+negotiated (`core_class`: `Erl1Core` at ERL 1) takes the connection as `Link.enter_ffp` does, and the
+bytes after the final response go to its framer. Clean errors: TargetProtocolError (NegotiationError,
+DigestError), ConnectionLost and LoginError (AuthenticationError, LoginRedirect). LocalProtocolError means
+we misused our own API: a crash here.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from collections.abc import Iterator
 
 from .. import project as p
 from . import Target, pieces
-from .pdu import session_framer
+from .driver import SessionDriver
 
 ISID = bytes.fromhex("80000042aa01")
+MAX_RECV_DSL = 1 << 20  # what io.session declares
 INITIATOR = "iqn.2026-11.test.bootkit:fuzz"
 TARGET_NAME = "iqn.2026-11.test.bootkit:disk"
 CHAP = {"chap_user": "fuzzuser", "chap_secret": "fuzz-secret-12"}
@@ -38,19 +41,20 @@ PROFILES: tuple[dict, ...] = (
 PROFILE_NAMES = ("plain", "chap", "mutual", "discovery", "digests", "mcs", "chap-sha256", "discovery-chap")
 
 
-def params(profile: int) -> p.LoginParams:
-    kw = {"target_name": TARGET_NAME, **PROFILES[profile]}
-    return p.LoginParams(initiator_name=INITIATOR, isid=ISID, **kw)
+def params(profile: int, erl: int = 0) -> p.LoginParams:
+    kw = {"target_name": TARGET_NAME, **PROFILES[profile & 7]}
+    proposals = p.Proposals(max_connections=4, max_recv_dsl=MAX_RECV_DSL, erl=erl)
+    return p.LoginParams(initiator_name=INITIATOR, isid=ISID, proposals=proposals, **kw)
 
 
-def first_byte(profile: int, cut: int = 0) -> int:
-    return (profile & 7) | (cut & 7) << 3
+def first_byte(profile: int, cut: int = 0, erl: int = 0) -> int:
+    return (profile & 7) | (cut & 7) << 3 | (erl & 1) << 6
 
 
 def one_input(data: bytes) -> None:
     if not data:
         return
-    m = p.LoginMachine(params(data[0] & 7))
+    m = p.LoginMachine(params(data[0] & 7, (data[0] >> 6) & 1))
     conn = p.Connection(m.params.cid)
     conn.fire(p.ConnEvent.CONNECT)
     conn.fire(p.ConnEvent.CONNECTED)
@@ -72,7 +76,7 @@ def one_input(data: bytes) -> None:
         queue.append(e)
     for rsp in queue:  # Link.login
         if isinstance(rsp, p.ISCSIError):
-            raise rsp
+            raise m.closed(rsp)
         if not isinstance(rsp, p.pdu.LoginResponse):
             raise p.TargetProtocolError(f"{type(rsp).__name__} during login")
         req = m.receive(rsp)
@@ -81,10 +85,10 @@ def one_input(data: bytes) -> None:
         p.pdu.encode_bytes(req)
     if req is not None:
         return  # the target went quiet: the login times out (CommandTimeout); nothing more to see
-    conn.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)
-    core = p.SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
+    conn.logged_in(m.result, (m.statsn + 1) & 0xFFFFFFFF)  # Link.login
+    core = p.core_class(m.result)(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)  # Session._new_core
     core.attach(conn)
-    session_framer(core, conn).feed(framer.take_rest())
+    SessionDriver(core, conn).feed(framer.take_rest())
 
 
 def _rsp(pairs: list[tuple[str, str]], *, csg: int, nsg: int, transit: bool = True, statsn: int = 0,
@@ -107,6 +111,9 @@ def seeds() -> Iterator[tuple[str, bytes]]:
     sec = _rsp([("TargetPortalGroupTag", "1"), ("AuthMethod", "None")], csg=0, nsg=1)
     op = _rsp(OPERATIONAL, csg=1, nsg=3, statsn=1)
     yield "plain", bytes([first_byte(0)]) + sec + op
+    erl1 = [(k, "1" if k == "ErrorRecoveryLevel" else v) for k, v in OPERATIONAL]
+    yield "erl1", bytes([first_byte(4, erl=1)]) + sec + _rsp(
+        [(k, "CRC32C" if k.endswith("Digest") else v) for k, v in erl1], csg=1, nsg=3, statsn=1)
     yield "plain-cut", bytes([first_byte(0, 7)]) + sec + op + p.pdu.encode_bytes(p.pdu.NopIn(ttt=5, statsn=2))
     chap = [_rsp([("TargetPortalGroupTag", "1"), ("AuthMethod", "CHAP")], csg=0, nsg=0, transit=False),
             _rsp([("CHAP_A", "5"), ("CHAP_I", "7"), ("CHAP_C", "0x" + "ab" * 16)], csg=0, nsg=0, transit=False),
@@ -142,5 +149,5 @@ DICTIONARY = tuple(f"{k}=".encode() for k in p.KEY_NAMES) + tuple(w.encode() for
     "fuzztarget", "4294967296", "-1")) + (b"\0",)
 
 TARGET = Target(name="login", doc="Login Responses into the login state machine (keys, text, CHAP)",
-                clean=(p.TargetProtocolError, p.LoginError), one_input=one_input, seeds=seeds, max_len=16384,
+                clean=(p.TargetProtocolError, p.ConnectionLost, p.LoginError), one_input=one_input, seeds=seeds, max_len=16384,
                 dictionary=DICTIONARY)

@@ -1,10 +1,11 @@
 """Text: key=value text from the target into each of its consumers.
 
-Input: byte 0 bits 0-1 pick the consumer, bits 2-4 a variant; the rest is the target's bytes.
+Input: byte 0 bits 0-1 pick the consumer, bits 2-5 a variant; the rest is the target's bytes.
   0  Text Response PDUs (framed, decoded) into a SendTargets `TextMachine`, as Session.send_targets runs
      it, then `parse_sendtargets` on the answer; variant bit 0 makes our own text span several requests.
   1  a data segment into the operational `Negotiator` after our offers, as the login's operational stage
-     feeds it: answers checked, our replies encoded, the result folded (variant: discovery, digests, MC/S).
+     feeds it: answers checked, our replies encoded, the result folded (variant: discovery, digests, MC/S,
+     ErrorRecoveryLevel 1 offered).
   2  a data segment into `ChapInitiator`: the target's CHAP_A/CHAP_I/CHAP_C, then (mutual) its
      CHAP_N/CHAP_R.
   3  a data segment into `parse_sendtargets` and `parse_portal`.
@@ -47,8 +48,9 @@ def _send_targets(variant: int, stream: bytes) -> None:
 
 def _negotiate(variant: int, text: bytes) -> None:
     pairs = p.decode_text(text)
-    neg = p.Negotiator(p.Proposals(max_connections=4), discovery=bool(variant & 1), header_digest=bool(variant & 2),
-                       data_digest=bool(variant & 2), base=LEADING if variant & 4 else None)
+    neg = p.Negotiator(p.Proposals(max_connections=4, erl=(variant >> 3) & 1), discovery=bool(variant & 1),
+                       header_digest=bool(variant & 2), data_digest=bool(variant & 2),
+                       base=LEADING if variant & 4 else None)
     p.encode_text(neg.offers())
     p.encode_text(neg.receive(pairs))
     neg.result("Discovery" if variant & 1 else "Normal", None if variant & 1 else "iqn.2026-11.test.bootkit:disk",
@@ -71,7 +73,7 @@ def _portals(variant: int, text: bytes) -> None:
     p.parse_sendtargets(pairs)
     for key, value in pairs:
         if key == "TargetAddress":
-            p.parse_portal(value, default_tpgt=variant)
+            p.parse_portal(value, default_tpgt=variant & 7)
 
 
 _CONSUMERS = (_send_targets, _negotiate, _chap, _portals)
@@ -79,7 +81,7 @@ _CONSUMERS = (_send_targets, _negotiate, _chap, _portals)
 
 def one_input(data: bytes) -> None:
     if data:
-        _CONSUMERS[data[0] & 3]((data[0] >> 2) & 7, data[1:])
+        _CONSUMERS[data[0] & 3]((data[0] >> 2) & 15, data[1:])
 
 
 def _text_rsp(pairs: list[tuple[str, str]], *, final: bool = True, ttt: int = p.pdu.RESERVED_TAG) -> bytes:
@@ -100,6 +102,8 @@ def seeds() -> Iterator[tuple[str, bytes]]:
          ("TaskReporting", "RFC3720"), ("X-com.example.vendor", "1"), ("iSCSIProtocolLevel", "1")])
     yield "discovery", bytes([1 | 1 << 2]) + p.encode_text(OPERATIONAL)
     yield "mcs", bytes([1 | 4 << 2]) + p.encode_text(OPERATIONAL)
+    erl1 = [(k, "1" if k == "ErrorRecoveryLevel" else v) for k, v in OPERATIONAL]
+    yield "erl1", bytes([1 | 8 << 2]) + p.encode_text(erl1)
     chap = [("CHAP_A", "5"), ("CHAP_I", "200"), ("CHAP_C", "0x" + "5a" * 16)]
     yield "chap", bytes([2]) + p.encode_text(chap)
     yield "chap-base64", bytes([2 | 3 << 2]) + p.encode_text([("CHAP_A", "6"), ("CHAP_I", "0x1f"),
