@@ -51,7 +51,7 @@ def decode_message(line: bytes) -> dict:
     """One line back into a message; anything but a JSON object is a `ControlError`."""
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, an integer over the digit limit, deep nesting
         raise ControlError("bad-request", f"not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ControlError("bad-request", "a message must be a JSON object")
