@@ -29,12 +29,4 @@ KNOWN: dict[str, tuple[str, str, str]] = {
          "reload just kicked out of its login backoff: TargetRuntime._pause's asyncio.wait_for (Python 3.11) "
          "swallows the cancel when retry_now is already set, so stop() awaits a login loop that goes on "
          "forever; seen with the real uiscsid when a client writes reload and detach in one go")),
-    "ValueError in service.py:discover": (
-        "control", "control-discover-timeout-string.bin",
-        ("discover's 'timeout' is not validated: float('x') raises ValueError; 'internal error' and a "
-         "logged traceback instead of bad-request")),
-    "TypeError in service.py:discover": (
-        "control", "control-discover-timeout-list.bin",
-        ("discover's 'timeout' is not validated: float([]) raises TypeError; 'internal error' and a logged "
-         "traceback instead of bad-request")),
 }
