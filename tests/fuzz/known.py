@@ -9,12 +9,6 @@ tests/fuzz/crashes/ without an entry here is a regression test that must pass, a
 from __future__ import annotations
 
 KNOWN: dict[str, tuple[str, str, str]] = {
-    "AttributeError in session.py:_complete_scsi": (
-        "pdu", "pdu-unit-attention-twice.bin",
-        ("two CHECK CONDITION/UNIT ATTENTION SCSI Responses for one task in one read: the first moves the "
-         "task to the retry list with conn=None, the second does t.conn.outstanding -= 1 on None; in uiscsid "
-         "the AttributeError escapes Link.buffer_updated (it catches ISCSIError only), so asyncio drops the "
-         "connection with a logged traceback instead of a clean TargetProtocolError")),
     "oracle:control-hang": (
         "control", "control-reload-detach-hang.bin",
         ("detach never answers, and holds the reload/detach lock for good, when it cancels a target that a "
