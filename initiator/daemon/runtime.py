@@ -6,6 +6,9 @@ session recovers lost connections by itself (ERL0, commands wait); only when it 
 replacement timeout does this loop log in afresh, handing the new session to the LUN backends that stay
 attached, so /dev/nbdN never vanishes.
 States: init, logging-in, logged-in, recovering, failed, discovered (a discovery target), detached.
+The loop's own waits are bounded with asyncio.timeout, never asyncio.wait_for: on Python 3.11 wait_for
+swallows a cancel that lands as the awaited thing completes (cpython#86296), and `stop` cancels the loop
+and waits for it to end.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ class TargetRuntime:
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if kicked; True when kicked (the backoff then restarts)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.retry_now.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.retry_now.wait()
         kicked = self.retry_now.is_set()
         self.retry_now.clear()
         return kicked
@@ -138,7 +142,8 @@ class TargetRuntime:
                 self._set("failed", str(e))
                 self.settled.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.close(), 5)
+                async with asyncio.timeout(5):
+                    await session.close()
             await self._pause(backoff.delay)
 
     async def _discover(self, session: Session) -> None:
@@ -146,7 +151,8 @@ class TargetRuntime:
         found = await session.send_targets()
         self.discovered = [{"name": t.name, "portals": [list(p) for p in t.portals]} for t in found]
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(session.close(), 5)
+            async with asyncio.timeout(5):
+                await session.close()
         self.session = None
         for t in found:
             address, port = self._pick_portal(t.portals)
