@@ -1,7 +1,8 @@
 """A structure-aware mutator for JSON lines: byte flips rarely make new valid JSON, this does.
 
 It parses one line of the input, changes one value (another type, a word the daemon knows, a number
-at the edge, a deeply nested array, a 5000-digit integer), adds or drops a key, or repeats a line, and
+at the edge, a deeply nested array, integers too big for a float or for Python's digit limit), adds or
+drops a key, or repeats a line, and
 writes the input back; inputs that are not JSON go to libFuzzer's own mutation.
 """
 
@@ -12,8 +13,8 @@ import random
 from collections.abc import Callable
 
 _MARK = "\x01raw\x01"
-_RAW = ("[" * 3000 + "]" * 3000, "9" * 5000, "1e999", "-1e999", "NaN", "Infinity", "-0", "1.0e-400",
-        '"\\ud800"', '"\\u0000"')
+_RAW = ("[" * 3000 + "]" * 3000, "9" * 5000, "1" + "0" * 400, "-" + "9" * 400, "1e999", "-1e999", "1e308",
+        "NaN", "Infinity", "-0", "1.0e-400", '"\\ud800"', '"\\u0000"')
 _SCALARS = (None, True, False, 0, -1, 1, 65536, 2**31, 2**64, 0.5, -0.5, "", "x", "\x00", "ℕ", " ")
 
 
