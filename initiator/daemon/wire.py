@@ -99,10 +99,10 @@ def _command_timeouts(name: str, need) -> dict[str, float]:
     defaults = SessionParams(host="")
     out = {}
     for key, (lo, hi) in COMMAND_TIMEOUTS.items():
-        value = float(need(key, (int, float), getattr(defaults, key)))
-        if not (lo <= value <= hi):
-            raise ValueError(f"target {name!r}: {key} {value:g} is outside {lo:g}..{hi:g} s")
-        out[key] = value
+        value = need(key, (int, float), getattr(defaults, key))
+        if not (lo <= value <= hi):  # before float(): an integer may be too large for one
+            raise ValueError(f"target {name!r}: {key} {value!r} is outside {lo:g}..{hi:g} s")
+        out[key] = float(value)
     return out
 
 

@@ -73,7 +73,7 @@ def test_command_timeouts_travel_to_the_daemon_and_are_range_checked(tmp_path):
     good = {"name": "a", "address": "127.0.0.1", "target_name": IQN, "initiator_name": IQN}
     assert from_wire(good).session.command_timeout == 30.0
     for key, bad in (("command_timeout", -1), ("abort_timeout", 0), ("lu_reset_timeout", 1e9),
-                     ("command_timeout", "3")):
+                     ("command_timeout", "3"), ("abort_timeout", 10**400), ("command_timeout", float("nan"))):
         with pytest.raises(ValueError, match=key):
             from_wire({**good, key: bad})
 
