@@ -119,7 +119,8 @@ def function_lines(module: ModuleType) -> set[int]:
         code = todo.pop()
         todo += [c for c in code.co_consts if isinstance(c, CodeType)]
         if code.co_flags & inspect.CO_OPTIMIZED:  # functions; not module or class bodies
-            lines |= {line for _, _, line in code.co_lines() if line is not None}
+            # not the def (or first decorator) line: the import runs it, a call never reports it
+            lines |= {line for _, _, line in code.co_lines() if line is not None and line != code.co_firstlineno}
     return lines
 
 

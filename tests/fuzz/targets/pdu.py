@@ -161,6 +161,13 @@ def _erl1_streams() -> Iterator[tuple[str, list[bytes]]]:
     yield "status-gap", [enc(pdu.NopIn(itt=4, data=b"bootkit!", statsn=3, **SN)),
                          enc(pdu.ScsiResponse(itt=2, statsn=1, **SN)), enc(pdu.ScsiResponse(itt=3, statsn=2, **SN))]
     yield "ack", [enc(din(0, ack=True)), enc(din(1, status=True))]
+    sense = pdu.ScsiResponse(itt=3, status=2, data=_SENSE_UA, statsn=1, **SN)
+    yield "sense-digest", [enc(sense, corrupt=True), enc(sense)]
+    yield "resent-bad-again", [enc(din(0), corrupt=True), enc(din(1, status=True)), enc(din(0), corrupt=True),
+                               enc(din(0)), enc(din(0), corrupt=True), enc(din(1, status=True))]
+    yield "forgotten-digest", [enc(pdu.DataIn(itt=5, final=True, has_status=True, data=bytes(4096), statsn=1, **SN),
+                                   corrupt=True)]
+    yield "failure-before-data", [enc(pdu.ScsiResponse(itt=1, response=1, expdatasn=2, statsn=1, **SN))]
     cmd = bytearray(48)
     cmd[0], cmd[16:20] = p.pdu.Op.SCSI_CMD, (2).to_bytes(4, "big")
     yield "reject-command", [enc(pdu.Reject(reason=2, data=bytes(cmd), statsn=1, **SN)),
