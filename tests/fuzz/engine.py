@@ -10,26 +10,29 @@ at the first: a crash is any exception outside the target's ``clean`` types, ide
 first input of each signature is saved to the crash directory and announced as a JSON line in the
 events file. libFuzzer itself reports inputs run, coverage (edges, features) and RSS on stderr, which
 the runner (tests/fuzz/runner.py) reads. `replay` runs files through the target without instrumentation
-and can measure line coverage with the standard library's `trace`. `minimize` shrinks a reproducer while
-its signature stays the same.
+and can measure its modules' statement and branch coverage with coverage.py. `minimize` shrinks a
+reproducer while its signature stays the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import CodeType, ModuleType
+from typing import TYPE_CHECKING
 
 from .known import KNOWN
 from .targets import NAMES, OracleFailure, Target, load
+
+if TYPE_CHECKING:
+    import coverage
 
 INSTRUMENT = ["initiator", "fstab_tools"]
 PROJECT_DIRS = tuple(f"{os.sep}{d}{os.sep}" for d in INSTRUMENT)
@@ -110,55 +113,49 @@ def files_of(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def function_lines(module: ModuleType) -> set[int]:
-    """Lines of ``module`` that belong to a function body (what a run can reach after import)."""
-    source = inspect.getsource(module)
-    lines: set[int] = set()
-    todo: list[CodeType] = [compile(source, module.__file__ or "?", "exec")]
-    while todo:
-        code = todo.pop()
-        todo += [c for c in code.co_consts if isinstance(c, CodeType)]
-        if code.co_flags & inspect.CO_OPTIMIZED:  # functions; not module or class bodies
-            # not the def (or first decorator) line: the import runs it, a call never reports it
-            lines |= {line for _, _, line in code.co_lines() if line is not None and line != code.co_firstlineno}
-    return lines
-
-
 def replay(name: str, paths: list[Path], line_coverage: bool) -> dict:
-    """Run every file through the target; with ``line_coverage`` count the lines of its modules it ran."""
+    """Run every file through the target; with ``line_coverage`` measure the statements and branches of its
+    modules (`project.MODULES`) that the files reach, with coverage.py started before the import."""
+    cov = None
+    if line_coverage:
+        import coverage
+
+        cov = coverage.Coverage(data_file=None, branch=True, source_pkgs=INSTRUMENT)
+        cov.start()
     target = load(name)
     files = files_of(paths)
     crashes: list[dict] = []
-
-    def run_all() -> None:
-        for f in files:
-            exc = run_one(target, f.read_bytes())
-            if exc is not None:
-                crashes.append({"file": str(f), "signature": signature(exc), "known": signature(exc) in KNOWN,
-                                "message": f"{type(exc).__name__}: {exc}"[:300]})
-                sys.stderr.write(f"{f}:\n" + "".join(traceback.format_exception(exc)))
-
+    for f in files:
+        exc = run_one(target, f.read_bytes())
+        if exc is not None:
+            crashes.append({"file": str(f), "signature": signature(exc), "known": signature(exc) in KNOWN,
+                            "message": f"{type(exc).__name__}: {exc}"[:300]})
+            sys.stderr.write(f"{f}:\n" + "".join(traceback.format_exception(exc)))
     result: dict = {"target": name, "files": len(files), "crashes": crashes}
-    if not line_coverage:
-        run_all()
-        return result
-    import trace
+    if cov is not None:
+        cov.stop()
+        result["line_coverage"] = _coverage_summary(cov, name)
+    return result
 
-    from .project import MODULES  # already imported by load()
 
-    tracer = trace.Trace(count=1, trace=0)
-    tracer.runfunc(run_all)
-    counts = tracer.results().counts
+def _coverage_summary(cov: coverage.Coverage, name: str) -> dict:
+    """Per module of the target and in total: statements and branches, and how many were run."""
+    from .project import MODULES  # imported by load() under coverage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "coverage.json"
+        cov.json_report(morfs=[mod.__file__ for mod in MODULES[name]], outfile=str(out))
+        files = json.loads(out.read_text())["files"]
+    by_path = {os.path.abspath(f): data["summary"] for f, data in files.items()}
     modules = {}
     for mod in MODULES[name]:
-        want = function_lines(mod)
-        hit = {line for (fname, line) in counts if fname == mod.__file__} & want
-        modules[mod.__name__] = {"lines": len(want), "hit": len(hit)}
-    total = sum(m["lines"] for m in modules.values())
-    hit = sum(m["hit"] for m in modules.values())
-    result["line_coverage"] = {"modules": modules, "lines": total, "hit": hit,
-                               "percent": round(100.0 * hit / total, 1) if total else 0.0}
-    return result
+        summary = by_path[os.path.abspath(mod.__file__)]
+        modules[mod.__name__] = {"lines": summary["num_statements"], "hit": summary["covered_lines"],
+                                 "branches": summary["num_branches"],
+                                 "branches_hit": summary["covered_branches"]}
+    t = {k: sum(m[k] for m in modules.values()) for k in ("lines", "hit", "branches", "branches_hit")}
+    return {"modules": modules, **t, "percent": round(100.0 * t["hit"] / t["lines"], 1) if t["lines"] else 0.0,
+            "branch_percent": round(100.0 * t["branches_hit"] / t["branches"], 1) if t["branches"] else 0.0}
 
 
 def minimize(name: str, data: bytes, budget: int = 20000) -> tuple[bytes, str]:

@@ -1,8 +1,8 @@
 """Every import of the code under test, in one place.
 
 The fuzz targets import the project only through this module, so a move of the initiator's modules
-is a change to these lines and nothing else. `MODULES` names, per target, the modules whose line
-coverage the runner reports after a run.
+is a change to these lines and nothing else. `MODULES` names, per target, the modules whose
+statement and branch coverage the runner reports after a run.
 
 The fuzz engine imports this module inside ``atheris.instrument_imports()``: nothing else may import
 the project before it does, or those modules run uninstrumented.

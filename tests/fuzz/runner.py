@@ -4,8 +4,8 @@ Each target runs in its own worker process (tests/fuzz/engine.py under atheris/l
 its seeds: the project's own encoder for PDUs, logins recorded from tgtd and istgt, the fstabs in
 tests/data, configs and control requests as uiscsictl writes them, and the reproducers of the bugs found. Per target the report gives inputs
 run, coverage (libFuzzer's edges and features over the instrumented initiator/ and fstab_tools/ code,
-and the line coverage of the target's modules measured by replaying the final corpus under the
-standard library's `trace`), crashes with their reproducer files, RSS at start, end and peak, and the
+and the statement and branch coverage of the target's modules measured by replaying the final corpus
+under coverage.py), crashes with their reproducer files, RSS at start, end and peak, and the
 wall time.
 """
 
@@ -35,8 +35,9 @@ _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
 
 EPILOG = """\
 Coverage: "edges" and "features" are libFuzzer's counts over the instrumented code (atheris instruments
-the initiator and fstab_tools packages); "lines" is hit/total over the function bodies of the target's own
-modules when the final corpus is replayed without instrumentation.
+the initiator and fstab_tools packages); "lines" and "branches" are coverage.py's statements and branches
+run/total in the target's own modules (tests/fuzz/project.py MODULES), measured by replaying the seeds and
+the final corpus without instrumentation.
 
 examples:
   python -m tests.fuzz                                   every target, 10000 inputs each
@@ -189,7 +190,7 @@ def _fuzz(res: Result, cmd: list[str], env: dict, quiet: bool) -> None:
 
 
 def _line_coverage(name: str, dirs: list[Path], env: dict) -> dict | None:
-    """Replay the corpus uninstrumented under `trace`: lines hit / function lines of the target's modules."""
+    """Replay the corpus uninstrumented under coverage.py: statements and branches of the target's modules."""
     replay = subprocess.run([sys.executable, "-m", "tests.fuzz.engine", "replay", name, "--line-coverage",
                              *map(str, dirs)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, check=False)
@@ -197,12 +198,13 @@ def _line_coverage(name: str, dirs: list[Path], env: dict) -> dict | None:
 
 
 def table(results: list[Result]) -> str:
-    rows = [("target", "inputs", "exec/s", "edges", "features", "lines", "crashes", "known", "RSS MB start/end/peak",
-             "growth/bound", "2nd half", "time s")]
+    rows = [("target", "inputs", "exec/s", "edges", "features", "lines", "branches", "crashes", "known",
+             "RSS MB start/end/peak", "growth/bound", "2nd half", "time s")]
     for r in results:
         lc = r.line_coverage
         lines = f"{lc['hit']}/{lc['lines']} {lc['percent']}%" if lc else "-"
-        rows.append((r.target, str(r.inputs), str(r.exec_per_s), str(r.edges), str(r.features), lines,
+        branches = f"{lc['branches_hit']}/{lc['branches']} {lc['branch_percent']}%" if lc else "-"
+        rows.append((r.target, str(r.inputs), str(r.exec_per_s), str(r.edges), str(r.features), lines, branches,
                      str(len(r.crashes)), str(len(r.known)), f"{r.rss_start_mb}/{r.rss_end_mb}/{r.rss_peak_mb}",
                      f"{r.rss_growth_mb}/{r.rss_bound_mb}", str(r.rss_second_half_mb), f"{r.seconds}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="libFuzzer's random seed (default 0: a fresh one)")
     ap.add_argument("--rss-growth-mb", type=int, default=RSS_GROWTH_MB,
                     help=f"fail when a worker's RSS grows more than this after start-up (default {RSS_GROWTH_MB})")
-    ap.add_argument("--no-line-coverage", action="store_true", help="skip the replay that measures lines")
+    ap.add_argument("--no-line-coverage", action="store_true", help="skip the replay that measures lines and branches")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     opts = ap.parse_args(argv)
