@@ -96,6 +96,7 @@ def test_the_commands_are_the_readmes():
 
 @pytest.mark.vm
 @pytest.mark.target
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("init", ["sysvinit", "systemd"])
 def test_the_readmes_install_commands_work_in_a_guest(init, vm_boot_files, vm_deb, tmp_path):
     blank = tmp_path / "lun.img"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ..errors import ISCSIError
 from ..io.session import Session, open_session
 from ..kernel import attach as nbd_attach
-from ..kernel import devnames, udev_info
+from ..kernel import devnames, nbd_sysfs, udev_info
 from ..kernel.backends import IscsiLun
 from ..kernel.nbd_ioctl import NbdDevice
 from ..kernel.nbd_netlink import KeptDevice
@@ -274,6 +274,26 @@ class TargetRuntime:
                 out[lr.device.path] = users
         return out
 
+    async def busy_now(self, timeout: float = 2.0) -> dict[str, list[str]]:
+        """``busy()``, and the devices the kernel still holds claimed though unmounted (``nbd_sysfs.claimed``):
+        detaching one of those loses the unmount's last journal and superblock writes. Asked from a thread,
+        as this process serves the reads that opening the device makes; a probe that does not return within
+        ``timeout`` counts as not claimed."""
+        out = self.busy()
+        for child in self.children:
+            out |= await child.busy_now(timeout)
+        for lr in self.luns.values():
+            dev = lr.device
+            if dev is None or not dev.connected or dev.path in out:
+                continue
+            try:
+                why = await asyncio.wait_for(asyncio.to_thread(nbd_sysfs.claimed, dev.index), timeout)
+            except TimeoutError:
+                why = []
+            if why:
+                out[dev.path] = why
+        return out
+
     async def flush(self, timeout: float = 3.0) -> list[str]:
         """SYNCHRONIZE CACHE on every LUN; returns the failures (never raises)."""
         if self.session is None:
@@ -290,7 +310,7 @@ class TargetRuntime:
         With ``keep_busy`` the busy devices stay attached and the session stays up to serve them; the
         report's ``kept`` says which.
         """
-        busy = self.busy()
+        busy = await self.busy_now()
         if busy and not force and not keep_busy:
             what = "; ".join(f"{dev} {', '.join(u)}" for dev, u in busy.items())
             raise NbdError(f"target {self.name}: {what}: unmount first, or detach --force")

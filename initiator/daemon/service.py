@@ -78,7 +78,7 @@ class Service:
             raise ControlError("bad-config", "; ".join(errors))
         old = self.targets
         going = [n for n, rt in old.items() if n not in confs or not _same(rt.conf, confs[n])]
-        busy = {n: old[n].busy() for n in going if old[n].busy()}
+        busy = {n: b for n in going if (b := await old[n].busy_now())}
         if busy and not args.get("force"):
             what = "; ".join(f"{n}: {', '.join(f'{d} {u[0]}' for d, u in b.items())}" for n, b in busy.items())
             raise ControlError("busy", f"reload would detach devices in use ({what}); nothing was changed")

@@ -1,14 +1,17 @@
 """What the kernel shows about /dev/nbdN under /sys/block: which devices exist, which are served, by whom held.
 
-Reads only; the NBD bridges (ioctl and netlink) and the daemon's busy checks use them.
+Reads only (``claimed`` opens the device read-only); the NBD bridges (ioctl and netlink) and the daemon's busy checks use them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 from pathlib import Path
 
 SYS_BLOCK = Path("/sys/block")
+DEV = Path("/dev")
 
 
 def _nbd_index(name: str) -> int | None:
@@ -48,6 +51,26 @@ def users(index: int) -> list[str]:
     for d in [base, *base.glob(f"nbd{index}p*")]:
         with contextlib.suppress(OSError):
             found += [f"held by {h.name}" for h in (d / "holders").iterdir()]
+    return found
+
+
+def claimed(index: int) -> list[str]:
+    """Why /dev/nbdN (or a partition) is still in use though ``users`` saw nothing: the kernel holds it claimed.
+
+    A filesystem leaves mountinfo when umount(2) detaches it, before it has written its journal and
+    superblock; the exclusive claim it keeps until then is what an O_EXCL open runs into (EBUSY). Opening
+    a free device reads its partition table: a process that serves the device must call this from a
+    thread, with its event loop running."""
+    base = SYS_BLOCK / f"nbd{index}"
+    found = []
+    for name in [base.name, *sorted(p.name for p in base.glob(f"nbd{index}p*"))]:
+        try:
+            fd = os.open(DEV / name, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                found.append(f"claimed by the kernel ({name}: a filesystem still being unmounted?)")
+            continue
+        os.close(fd)
     return found
 
 
