@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from initiator.kernel.udev_info import INFO_DIR
+from iscsid_shim.launch import read_shebang
 
 RUN = os.path.dirname(os.path.dirname(INFO_DIR))   # /run
 SYS_BLOCK_DEVICES = "/sys/devices/virtual/block"    # where /sys/block/nbdN leads
@@ -40,26 +41,13 @@ def under(path: str, roots: tuple[str, ...]) -> bool:
     return any(path == r or path.startswith(r + "/") for r in roots)
 
 
-def interpreter(program: str) -> str | None:
-    """The program's '#!' interpreter (its first word), when it has one and it can be read."""
-    try:
-        with open(program, "rb") as f:
-            head = f.read(256)
-    except OSError:
-        return None
-    if not head.startswith(b"#!"):
-        return None
-    words = head[2:].split(b"\n", 1)[0].split()
-    return words[0].decode(errors="replace") if words else None
-
-
 def program_files(programs: tuple[str, ...]) -> list[str]:
     """Each program, where it really is (links followed), and the same for its interpreter."""
     out = []
     for p in programs:
         out += [p, os.path.realpath(p)]
-        if (interp := interpreter(p)) is not None:
-            out += [interp, os.path.realpath(interp)]
+        if (shebang := read_shebang(p)) is not None:
+            out += [shebang[0], os.path.realpath(shebang[0])]
     return out
 
 
