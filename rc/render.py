@@ -26,6 +26,7 @@ from fstab_tools.netfs import is_network, is_network_fstype
 from initiator.daemon.wire import DEFAULT_SOCKET
 from initiator.kernel.attach import MODES as ATTACH_MODES
 from rc import programs, udev
+from rc.sandbox import sandbox
 
 INIT_SYSTEMS = ("systemd", "sysvinit", "busybox", "openbsd")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -55,6 +56,7 @@ class Settings:
     stop_timeout: float = 15.0
     start_timeout: float = 180.0
     shim: bool = True
+    sandbox: bool = True
     attach: str = ""
     network: str = "ifup -a"
     services_start: str = ":"
@@ -91,6 +93,7 @@ HELP = {
     "stop_timeout": "seconds to wait for the daemon to log out and exit",
     "start_timeout": "systemd: seconds a slow Python start may take (daemon, and reload on top of its waits)",
     "shim": "run the daemon under `bootkit shim run` (false: `uiscsid --no-flag`, the negative control)",
+    "sandbox": "systemd: run the daemon sandboxed (read-only system, CAP_SYS_ADMIN only; rc/sandbox.py)",
     "attach": "uiscsid --attach (auto, netlink, ioctl, none); empty: the daemon's default, auto",
     "network": "shell code bringing the network up (busybox)",
     "services_start": "shell code starting the services (busybox)",
@@ -235,6 +238,7 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
         return env.get_template(name).render(**ctx, **extra)
 
     if init == "systemd":
+        ctx["sb"] = sandbox(s.socket, (s.bootkit, s.uiscsid))
         files = {
             f"{SYSTEMD_DIR}/uiscsid.service": RenderedFile(t("systemd/uiscsid.service.j2")),
             f"{SYSTEMD_DIR}/uiscsi-reload.service": RenderedFile(t("systemd/uiscsi-reload.service.j2")),

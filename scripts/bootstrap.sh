@@ -11,6 +11,8 @@ APT_PACKAGES=(
   # (help2man runs the programs), lintian, and mmdebstrap for the guest's root
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man lintian
   python3-psutil python3-jinja2 python3-crc32c python3-setproctitle python3-uvloop mmdebstrap
+  # uiscsid's capability drop: libcap-ng's Python binding, which PyPI does not carry (linked into .venv below)
+  python3-cap-ng
   # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root
   open-iscsi fio
 )
@@ -41,3 +43,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]
   .venv/bin/python -m compileall -q initiator fstab_tools iscsid_shim rc vm bootkit >/dev/null
   touch "$stamp"
 fi
+
+# Debian's capng module (one .py and its C extension, built for CPython 3.11's ABI) made importable in the
+# venv by links, without the rest of Debian's dist-packages; uiscsid falls back without it, the tests not.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+for f in /usr/lib/python3/dist-packages/capng.py /usr/lib/python3/dist-packages/_capng.cpython-311-*.so; do
+  [ -e "$f" ] && [ ! -e "$site/$(basename "$f")" ] && ln -s "$f" "$site/"
+done
+.venv/bin/python -c 'import capng' || { echo "bootstrap: capng (python3-cap-ng) does not import in .venv" >&2; exit 1; }

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from initiator.daemon import privileges
 from initiator.kernel import udev_info
 from vm.guest_image import make_image
 from vm.image_boot import run_image
@@ -81,6 +82,12 @@ ls /dev/disk/by-iscsi > $R/by-iscsi-left 2>/dev/null  # empty, or gone with its 
 uiscsictl reload --wait 60 > $R/reload.out 2>&1; echo $? > $R/reload.rc
 readlink -f "/dev/disk/by-iscsi/$name" > $R/link-after-reload
 show "$unit" > $R/unit-after-reload
+
+# the sandbox (uiscsid.service): what the kernel shows of the daemon, and what it logged through all this
+pid=$(systemctl show -p MainPID --value uiscsid.service)
+grep ^Cap /proc/$pid/status > $R/caps
+grep -E '^(NoNewPrivs|Seccomp):' /proc/$pid/status > $R/sandbox
+journalctl -b -u uiscsid.service --no-pager > $R/uiscsid.log 2>&1
 echo done > $R/done
 """
 
@@ -166,6 +173,19 @@ def test_detach_takes_the_file_and_the_links_away_and_reload_wait_brings_them_ba
     assert read(guest, "link-after-reload").startswith("/dev/nbd")
     assert read(guest, "unit-after-reload") == "active"
     assert read(guest, "done") == "done"
+
+
+def test_the_daemon_ran_sandboxed_and_nothing_it_did_was_refused(guest):
+    """uiscsid.service's sandbox (rc/sandbox.py) let the attach, the udev contract (info files under /run,
+    uevent writes for the disk and its partition) and detach/reload work: no refusal in the daemon's log."""
+    caps = privileges.parse_status(read(guest, "caps"))
+    kept = privileges.mask(privileges.kept("auto"))
+    assert caps["CapBnd"] == caps["CapPrm"] == caps["CapEff"] == kept and caps["CapAmb"] == caps["CapInh"] == 0
+    assert read(guest, "sandbox").split() == ["NoNewPrivs:", "1", "Seccomp:", "2"]
+    log = read(guest, "uiscsid.log")
+    assert "capabilities: CAP_SYS_ADMIN (nothing else to drop)" in log, log
+    assert not re.search(r"not permitted|read-only file system|permission denied|udev change event|sigsys",
+                         log, flags=re.IGNORECASE), log
 
 
 def test_timings_for_the_report(guest):

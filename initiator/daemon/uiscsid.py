@@ -27,6 +27,7 @@ from iscsid_shim import flag_self
 
 from ..kernel import attach as nbd_attach
 from ..kernel.devnames import LINK_DIR
+from . import privileges
 from .control import ControlServer
 from .service import Service
 from .wire import DEFAULT_SOCKET, ControlError
@@ -56,6 +57,9 @@ kernel for the next uiscsid (netlink), or served until unmounted (ioctl; SIGTERM
 
 needs root for: the NBD ioctls/netlink (CAP_SYS_ADMIN), creating /dev/disk/by-iscsi links, the control socket
 in /run, and the no-broadcast-kill flag. With --attach none --no-flag -s PATH it runs unprivileged.
+
+""" + privileges.help_text() + """
+
 exit status: 0 after a clean shutdown, 1 on a start-up error."""
 
 
@@ -171,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - as OpenBSD's iscsid: running unflagged would lose data
             log.error("cannot flag myself no-broadcast-kill: %s (use --no-flag to run anyway)", e)
             return 1
+    # after everything that needs more (the flag) and before the first thread (capabilities are per thread)
+    log.info("%s", privileges.drop(privileges.kept(opts.attach)).message)
     return asyncio.run(serve(opts, ready_fd))
 
 
