@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import struct
 from typing import Protocol
 
 from ..errors import ISCSIError
 from ..scsi import cdb
 from ..scsi import commands as scsi
-from ..scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from ..scsi.sense import DATA_PROTECT, GOOD, ILLEGAL_REQUEST
 
 
 class BlockError(Exception):
@@ -107,6 +108,15 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+_READ16 = struct.Struct(">BBQIBB").pack    # READ(16)/WRITE(16): opcode, flags (FUA), LBA, blocks, group, control
+
+
+def _failed(res, what: str) -> None:
+    """A data command ended with a status other than GOOD: the errno the kernel gets, the sense decoded."""
+    e = scsi.SCSIError(res.status, res.sense, what)
+    raise BlockError(errno_for(e), str(e)) from e
+
+
 class IscsiLun:
     """One LUN of a logged-in `io.session.Session`, as a block backend. Build it with `open`."""
 
@@ -135,17 +145,41 @@ class IscsiLun:
         return cls(session, lun, cap, unmap, timeout)
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
-        _check(self, offset, length)
-        lba, n = offset // self.block_size, length // self.block_size
-        res = await self._run(cdb.read16(lba, n), f"READ(16) at LBA {lba}", read_len=length)
+        buf = bytearray(length)
+        await self.read_into(offset, memoryview(buf))
+        return buf
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        """READ(16) of ``len(buf)`` bytes at ``offset``, the Data-In payload landing straight in ``buf``.
+
+        The data path: one coroutine between the NBD server and the session, the CDB built inline, the
+        message of a failure only when there is one."""
+        bs, length = self.block_size, len(buf)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            res = await self.session.execute(self.lun, _READ16(0x88, 0, lba, length // bs, 0, 0), read_into=buf,
+                                             timeout=self.timeout)
+        except ISCSIError as e:          # SessionFailed after the replacement timeout, CommandTimeout...
+            raise BlockError(errno.EIO, f"READ(16) at LBA {lba}: {e}") from e
+        if res.status != GOOD:
+            _failed(res, f"READ(16) at LBA {lba}")
         if len(res.data) != length:
             raise BlockError(errno.EIO, f"READ(16) at LBA {lba}: got {len(res.data)} of {length} bytes")
-        return res.data
 
     async def write(self, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
-        _check(self, offset, len(data))
-        lba, n = offset // self.block_size, len(data) // self.block_size
-        await self._run(cdb.write16(lba, n, fua), f"WRITE(16) at LBA {lba}", data_out=data)
+        bs, length = self.block_size, len(data)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            res = await self.session.execute(self.lun, _READ16(0x8A, 0x08 if fua else 0, lba, length // bs, 0, 0),
+                                             data_out=data, timeout=self.timeout)
+        except ISCSIError as e:
+            raise BlockError(errno.EIO, f"WRITE(16) at LBA {lba}: {e}") from e
+        if res.status != GOOD:
+            _failed(res, f"WRITE(16) at LBA {lba}")
 
     async def flush(self) -> None:
         await self._run(cdb.synchronize_cache16(), "SYNCHRONIZE CACHE(16)")

@@ -20,7 +20,7 @@ from typing import Self
 from .backends import BlockBackend
 from .nbd_ioctl import NbdDevice
 from .nbd_sysfs import find_by_identifier, is_connected, sectors
-from .nbd_wire import MAX_REQUEST, NbdError, transmission_flags
+from .nbd_wire import NbdError, transmission_flags
 
 log = logging.getLogger("uiscsid.nbd")
 
@@ -212,8 +212,7 @@ class KeptDevice(NbdDevice):
 
     async def _serve_socket(self, ours: socket.socket) -> None:
         self._ours = ours
-        reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_REQUEST + 1)
-        self._serve_task = asyncio.create_task(self.serve(reader, writer), name=f"nbd{self.index}-serve")
+        self._serve_task = asyncio.create_task(self.serve_socket(ours), name=f"nbd{self.index}-serve")
 
     def _served_out(self) -> None:
         if self.got_disc or self._closing:
