@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 from iscsid_shim import flag_self
 
+from ..errors import ISCSIError
+from ..io import eventloop
 from ..kernel.devnames import LINK_DIR
 from .control import ControlServer
 from .service import Service
@@ -154,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - as OpenBSD's iscsid: running unflagged would lose data
             log.error("cannot flag myself no-broadcast-kill: %s (use --no-flag to run anyway)", e)
             return 1
-    return asyncio.run(serve(opts, ready_fd))
+    try:
+        return eventloop.run(serve(opts, ready_fd))
+    except ISCSIError as e:     # UISCSI_EVENT_LOOP names a loop we cannot run
+        log.error("%s", e)
+        return 1
 
 
 if __name__ == "__main__":
