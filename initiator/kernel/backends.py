@@ -16,7 +16,7 @@ import struct
 from typing import Protocol
 
 from ..errors import ISCSIError
-from ..scsi import cdb
+from ..scsi import cdb, vpd
 from ..scsi import commands as scsi
 from ..scsi.sense import DATA_PROTECT, GOOD, ILLEGAL_REQUEST
 
@@ -133,16 +133,28 @@ class IscsiLun:
         self.can_flush = True
         self.can_fua = True
         self.can_trim = unmap is not None
+        self.max_transfer_blocks = 0      # Block Limits VPD (0: not stated), for the NBD queue's request size
+        self.optimal_transfer_blocks = 0
 
     @classmethod
     async def open(cls, session: scsi.SessionLike, lun: int, timeout: float | None = None) -> IscsiLun:
-        """Ask the LUN its block size and size (READ CAPACITY) and whether it supports UNMAP."""
+        """Ask the LUN its block size and size (READ CAPACITY), whether it supports UNMAP, and how much one
+        command may transfer (Block Limits VPD, when the LUN has that page)."""
         cap = await scsi.read_capacity(session, lun, timeout)
         try:
             unmap = await scsi.unmap_support(session, lun, timeout)
         except scsi.SCSIError:
             unmap = None
-        return cls(session, lun, cap, unmap, timeout)
+        lun_ = cls(session, lun, cap, unmap, timeout)
+        try:
+            pages = vpd.parse_supported_pages(await scsi.vpd_page(session, lun, vpd.SUPPORTED_PAGES, timeout))
+            if vpd.BLOCK_LIMITS in pages:
+                limits = vpd.parse_block_limits(await scsi.vpd_page(session, lun, vpd.BLOCK_LIMITS, timeout))
+                lun_.max_transfer_blocks = limits.max_transfer_length
+                lun_.optimal_transfer_blocks = limits.optimal_transfer_length
+        except ISCSIError:
+            pass                         # no (or a malformed) VPD page: the kernel's own request size stays
+        return lun_
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
         buf = bytearray(length)

@@ -23,8 +23,9 @@ import signal
 import socket
 import threading
 
+from . import nbd_queue
 from .backends import BlockBackend
-from .nbd_server import RequestServer, Stats
+from .nbd_server import WINDOW, RequestServer, Stats
 from .nbd_sysfs import device_indexes, is_connected, sectors, users
 from .nbd_wire import (
     NBD_CLEAR_QUE,
@@ -63,7 +64,7 @@ class NbdDevice:
         self.got_disc = False
 
     @classmethod
-    async def attach(cls, backend: BlockBackend, index: int | None = None, queue_depth: int = 64) -> NbdDevice:
+    async def attach(cls, backend: BlockBackend, index: int | None = None, queue_depth: int = WINDOW) -> NbdDevice:
         """Give ``backend`` to the kernel as the first free /dev/nbdN (or exactly ``index``)."""
         candidates = [index] if index is not None else device_indexes()
         if not candidates or not os.path.exists(f"/dev/nbd{candidates[0]}"):
@@ -105,6 +106,15 @@ class NbdDevice:
         if self._done.done():
             raise NbdError(f"/dev/nbd{self.index}: the kernel refused the device: {self._done.result()}")
         log.info("attached %s (%d bytes, block size %d)", self.path, self.backend.size, self.backend.block_size)
+        self.tune_queue()
+
+    def tune_queue(self) -> None:
+        """Raise the device's largest request to what the LUN takes (nbd_queue); after every attach."""
+        b = self.backend
+        done = nbd_queue.tune(self.index, b.block_size, getattr(b, "max_transfer_blocks", 0),
+                              getattr(b, "optimal_transfer_blocks", 0))
+        if done:
+            log.info("%s: %s", self.path, ", ".join(f"{k} {v}" for k, v in done.items()))
 
     def _do_it(self, loop: asyncio.AbstractEventLoop, kernel_end: socket.socket) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())

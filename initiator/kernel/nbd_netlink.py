@@ -19,6 +19,7 @@ from typing import Self
 
 from .backends import BlockBackend
 from .nbd_ioctl import NbdDevice
+from .nbd_server import WINDOW
 from .nbd_sysfs import find_by_identifier, is_connected, sectors
 from .nbd_wire import NbdError, transmission_flags
 
@@ -182,7 +183,7 @@ class KeptDevice(NbdDevice):
 
     @classmethod
     async def attach_kept(cls, backend: BlockBackend, identifier: str, dead_conn_timeout: int,
-                          timeout: int = 30, queue_depth: int = 64) -> KeptDevice:
+                          timeout: int = 30, queue_depth: int = WINDOW) -> KeptDevice:
         loop = asyncio.get_running_loop()
         existing = find_by_identifier(identifier)
         kernel_end, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -208,6 +209,7 @@ class KeptDevice(NbdDevice):
                 break
             await asyncio.sleep(0.01)
         log.info("%s %s for %s", "took over" if dev.adopted else "attached", dev.path, identifier)
+        dev.tune_queue()
         return dev
 
     async def _serve_socket(self, ours: socket.socket) -> None:
