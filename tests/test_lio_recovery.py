@@ -27,8 +27,8 @@ def rw10(op: int, lba: int, blocks: int) -> bytes:
 
 async def transfer(s, t, buf: bytearray | bytes, write: bool, drop_at: int, down_for: float = 0.5) -> int:
     """Move ``buf`` to or from LBA 0 in 1 MiB commands, 8 in flight; once ``drop_at`` bytes are done, LIO
-    drops the session (and lets logins in ``down_for`` s later). Returns the bytes done when the drop had
-    happened, so the caller can check it came mid-transfer."""
+    drops the session (and lets logins in ``down_for`` s later), and commands not yet sent wait for that.
+    Returns the bytes done when the drop had happened, so the caller can check it came mid-transfer."""
     done = 0
     dropped_at: list[int] = []
     sem = asyncio.Semaphore(8)
@@ -38,6 +38,8 @@ async def transfer(s, t, buf: bytearray | bytes, write: bool, drop_at: int, down
     async def one(off: int) -> None:
         nonlocal done, drop
         async with sem:
+            if drop is not None:  # the drop was asked for: what is not in flight yet waits until it happened,
+                await asyncio.shield(drop)  # so the drop comes mid-transfer even when the guest is slow
             cdb = rw10(0x2A if write else 0x28, off // 512, MiB // 512)
             if write:
                 r = await s.execute(0, cdb, data_out=view[off:off + MiB])

@@ -244,6 +244,11 @@ class LioGuest:
             raise
         return g
 
+    @property
+    def alive(self) -> bool:
+        """QEMU still runs (a guest kernel panic ends it: the harness boots with panic=-1 and -no-reboot)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def tail(self, lines: int = 25) -> str:
         """The last console lines (the guest's kernel messages land there too)."""
         try:

@@ -10,11 +10,13 @@ In the spirit of OpenBSD's iscsi.conf(5)::
     target data {
         targetaddr $disk_host port 3260
         targetname iqn.2026-11.org.example:data
-        auth chap user host1 secret-file "/etc/uiscsi/data.secret"
+        auth chap user host1 secret-file "/etc/uiscsi/data.secret" algorithms sha3-256,sha256
         mutual user data secret-file "/etc/uiscsi/data.target-secret"
         header_digest crc32c; data_digest none
         connections 2
+        erl 1                               # ErrorRecoveryLevel 1: digest errors recovered by SNACK
         replacement_timeout 120
+        command_timeout 30; abort_timeout 15; lu_reset_timeout 30
         lun 1 2
     }
 
@@ -36,9 +38,10 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..daemon.wire import TargetConf
-from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
+from ..daemon.wire import COMMAND_TIMEOUTS, TargetConf
+from ..io.params import MAX_CONNECTIONS, MAX_ERL, Chap, SessionParams
 from ..protocol.addressing import valid_iscsi_name
+from ..protocol.chap import parse_algorithms
 from ..scsi.lun import MAX_LUN
 
 DEFAULT_PATH = "/etc/uiscsi.conf"
@@ -51,7 +54,7 @@ _TOKEN = re.compile(r'\s*(?:(#.*)|"((?:[^"\\\n]|\\.)*)"|([{};=])|([^\s{};="#]+)|
 _KEYWORDS = frozenset((
     "include", "initiatorname", "target", "targetaddr", "port", "targetname", "auth", "chap", "user",
     "secret-file", "mutual", "header_digest", "data_digest", "connections", "discovery", "normal", "enabled",
-    "disabled", "replacement_timeout", "lun", "none", "crc32c"))
+    "disabled", "replacement_timeout", "lun", "none", "crc32c", "algorithms", "erl", *COMMAND_TIMEOUTS))
 _TARGET_KEYS = ("discovery", "enabled", "luns")  # statements about the target; the others go to SessionParams
 
 
@@ -251,6 +254,8 @@ class _Parser:
         elif kw == "auth":
             self.keyword("chap")
             o["chap"] = self.credentials(tok)
+            if self.peek().value == "algorithms" and self.peek().kind == "word":
+                o["chap_algorithms"] = self.algorithms()
         elif kw == "mutual":
             o["mutual"] = self.credentials(tok)
             o["mutual_line"] = tok.line
@@ -261,12 +266,16 @@ class _Parser:
             o[kw] = word == "crc32c"
         elif kw == "connections":
             o["max_connections"] = self.number("a connection count", 1, MAX_CONNECTIONS)
+        elif kw == "erl":
+            o["erl"] = self.number("an ErrorRecoveryLevel", 0, MAX_ERL)
         elif kw in ("discovery", "normal"):
             o["discovery"] = kw == "discovery"
         elif kw in ("enabled", "disabled"):
             o["enabled"] = kw == "enabled"
         elif kw == "replacement_timeout":
             o["replacement_timeout"] = float(self.number("seconds", 0, 86400))
+        elif kw in COMMAND_TIMEOUTS:
+            o[kw] = self.seconds(kw, *COMMAND_TIMEOUTS[kw])
         elif kw == "lun":
             luns = [self.number("a LUN", 0, MAX_LUN)]
             while self.peek().kind in ("word", "string"):
@@ -305,6 +314,18 @@ class _Parser:
         ftok = self.peek()
         path = self.base / self.value("a secret file")
         return Chap(user=user, secret=self.read_secret(path, ftok), secret_file=str(path))
+
+    def algorithms(self) -> tuple[int, ...]:
+        """``algorithms md5,sha256 ...`` after ``auth chap``: the CHAP algorithms to offer, in order."""
+        start = self.next()
+        words = []
+        while self.peek().kind in ("word", "string"):
+            words.append(self.value("a CHAP algorithm"))
+        try:
+            return parse_algorithms(" ".join(words))
+        except ValueError as e:
+            self.error(start, f"algorithms: {e}")
+            raise _Skip from None
 
     def read_secret(self, path: Path, tok: _Tok) -> str:
         try:
@@ -355,6 +376,15 @@ class _Parser:
             self.error(tok, f"expected {what} from {lo} to {hi}, got {text!r}")
             raise _Skip
         return int(text)
+
+    def seconds(self, what: str, lo: float, hi: float) -> float:
+        """A duration: digits with an optional decimal part, within lo..hi."""
+        tok = self.peek()
+        text = self.value("seconds")
+        if not re.fullmatch(r"\d+(\.\d+)?", text) or not lo <= float(text) <= hi:
+            self.error(tok, f"{what}: expected seconds from {lo:g} to {hi:g}, got {text!r}")
+            raise _Skip
+        return float(text)
 
     def iscsi_name(self) -> str:
         tok = self.peek()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import os
 import stat
@@ -21,7 +22,8 @@ from typing import Any
 
 from ..scsi import commands as scsi
 from ..scsi.parsers import Capacity
-from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params
+from .bound import Budget
+from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params, wait_budget
 from .output import emit
 from .progress import Progress, human_bytes, parse_size
 from .url import ISCSIURL, parse_url
@@ -80,7 +82,11 @@ class LunEnd:
     url: ISCSIURL
     session: Any
     capacity: Capacity
-    timeout: float
+    budget: Budget
+
+    @property
+    def timeout(self) -> float:
+        return self.budget.seconds
 
     @property
     def size(self) -> int:
@@ -89,18 +95,18 @@ class LunEnd:
     async def read_into(self, offset: int, buf: memoryview) -> None:
         bs = self.capacity.block_size
         lba = offset // bs
-        await bounded(f"READ at LBA {lba}", self.timeout,
+        await bounded(f"READ at LBA {lba}", self.budget,
                       lambda: scsi.read(self.session, self.url.lun, lba, len(buf) // bs, bs, into=buf,
                                         timeout=self.timeout))
 
     async def write(self, offset: int, data: memoryview) -> None:
         bs = self.capacity.block_size
         lba = offset // bs
-        await bounded(f"WRITE at LBA {lba}", self.timeout,
+        await bounded(f"WRITE at LBA {lba}", self.budget,
                       lambda: scsi.write(self.session, self.url.lun, lba, data, bs, timeout=self.timeout))
 
     async def finish(self) -> None:
-        await bounded("SYNCHRONIZE CACHE", self.timeout,
+        await bounded("SYNCHRONIZE CACHE", self.budget,
                       lambda: scsi.sync_cache(self.session, self.url.lun, self.timeout))
 
 
@@ -188,11 +194,12 @@ class FileEnd:
 async def _open_lun(stack: AsyncExitStack, text: str, args: argparse.Namespace) -> LunEnd:
     url = parse_url(text)
     params = tool_params(url.session, args)
-    session = await stack.enter_async_context(logged_in(params, args.timeout, url.portal))
-    cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(session, url.lun, args.timeout))
+    budget = wait_budget(args)
+    session = await stack.enter_async_context(logged_in(params, budget, url.portal))
+    cap = await bounded("READ CAPACITY", budget, lambda: scsi.read_capacity(session, url.lun, args.timeout))
     if cap.block_size <= 0 or cap.block_size & (cap.block_size - 1) or cap.block_size > args.chunk_size:
         raise ToolError(f"{url.redacted()}: block size {cap.block_size} is not supported for cp")
-    return LunEnd(url, session, cap, args.timeout)
+    return LunEnd(url, session, cap, budget)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -232,9 +239,12 @@ async def cmd_cp(args: argparse.Namespace) -> int:
         finally:
             progress.end_line()  # an error message must not land in the middle of the bar
         seconds = time.monotonic() - start
+        # how each LUN's session fared: reconnects, and the digest errors ERL 1 recovered without one
+        stats = {side: dataclasses.asdict(end.session.stats) for side, end in (("source", src), ("destination", dst))
+                 if isinstance(end, LunEnd)}
     rate = size / seconds / (1 << 20) if seconds > 0 else 0.0
     doc = {"source": _name(args.source), "destination": _name(args.destination), "bytes": size,
-           "seconds": round(seconds, 3), "mb_per_s": round(rate, 1)}
+           "seconds": round(seconds, 3), "mb_per_s": round(rate, 1), "session_stats": stats}
     text = f"copied {size} bytes ({human_bytes(size)}) in {seconds:.2f} s, {rate:.1f} MiB/s"
     return emit(args, doc, text, stream=sys.stderr if args.destination == "-" else None)
 

@@ -30,10 +30,16 @@ config file (statements end at a newline or ';', # starts a comment):
   target NAME {
     targetaddr ADDR [port P]   a name or an address; uiscsictl resolves it (the daemon never does)
     targetname IQN             (not needed for a discovery target)
-    auth chap user U secret-file F        F: mode 0600, first line is the secret
+    auth chap user U secret-file F [algorithms A,...]   F: mode 0600, first line is the secret;
+                               A: md5, sha1, sha256, sha3-256 offered in this order (default sha3-256,sha1,md5)
     mutual user U secret-file F           the target proves itself too
     header_digest crc32c|none    data_digest crc32c|none
-    connections N              MC/S, 1-16        replacement_timeout S   default 120
+    connections N              MC/S, 1-16 (a target granting fewer is logged once)
+    erl 0|1                    ErrorRecoveryLevel to offer (default 0; 1: digest errors recovered by SNACK)
+    replacement_timeout S      default 120
+    command_timeout S          default 30; 0: off   a command unanswered this long is aborted, then
+    abort_timeout S            default 15           its LU reset, then the session reinstated; EIO for
+    lu_reset_timeout S         default 30           it alone replacement_timeout s after that
     normal|discovery           enabled|disabled  lun N [N ...]   default: every disk LUN
   }
 """

@@ -20,7 +20,7 @@ from ..scsi import cdb
 from ..scsi import commands as scsi
 from ..scsi.parsers import Capacity
 from ..scsi.sense import GOOD
-from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params
+from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params, wait_budget
 from .output import emit
 from .progress import human_bytes, parse_size
 from .url import parse_url
@@ -82,8 +82,9 @@ async def cmd_perf(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
     overrides = {"max_connections": args.connections} if args.connections else {}
     params = tool_params(url.session, args, **overrides)
-    async with logged_in(params, args.timeout, url.portal) as s:
-        cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(s, url.lun, args.timeout))
+    budget = wait_budget(args)
+    async with logged_in(params, budget, url.portal) as s:
+        cap = await bounded("READ CAPACITY", budget, lambda: scsi.read_capacity(s, url.lun, args.timeout))
         if args.block_size % cap.block_size:
             raise ToolError(f"--block-size {args.block_size} is not a multiple of the LUN's "
                              f"block size {cap.block_size}")
@@ -91,9 +92,11 @@ async def cmd_perf(args: argparse.Namespace) -> int:
             raise ToolError(f"--block-size {args.block_size} is larger than the LUN ({cap.size} bytes)")
         ios, seconds = await _load(s, url.lun, cap, args)
         connections = getattr(s, "connections", 1)
+        asked, granted = params.max_connections, s.connections_granted
     iops = ios / seconds
     mbps = iops * args.block_size / (1 << 20)
     doc = {"iops": round(iops, 1), "mb_per_s": round(mbps, 1), "connections": connections,
+           "connections_asked": asked, "connections_granted": granted,
            "queue_depth": args.queue_depth, "block_size": args.block_size, "seconds": round(seconds, 3),
            "ios": ios, "random": args.random, "write": args.write}
     kind = f"{'random' if args.random else 'sequential'} {'writes' if args.write else 'reads'}"

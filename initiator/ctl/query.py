@@ -1,7 +1,7 @@
 """uiscsictl's read-only one-shot tools: discover, inquiry, capacity, luns (and it registers cp and perf).
 
 Each logs in by itself, does its work, logs out, and prints text or --json. Nothing here needs the
-daemon. Login and control commands are bounded by --timeout (see `direct`).
+daemon. --timeout bounds each tool's whole run, from the process start to the last close (see `bound`).
 """
 
 from __future__ import annotations
@@ -10,16 +10,18 @@ import argparse
 from typing import Any
 
 from ..io.params import SessionParams
+from ..protocol.chap import algorithm_names
 from ..scsi import commands as scsi
 from ..scsi import vpd
 from . import copy, perf
-from .direct import add_session_options, bounded, initiator_name, logged_in, tool_params
+from .direct import add_session_options, bounded, initiator_name, logged_in, run_budget, tool_params
 from .output import emit, table
 from .progress import human_bytes
 from .url import chap_from_env, parse_discovery_portal, parse_url
 
 _FMT = argparse.RawDescriptionHelpFormatter
-URL_HELP = "iscsi://[user[%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
+# argparse %-formats help strings: a literal % is written %%
+URL_HELP = "iscsi://[user[%%secret]@]host[:port]/IQN/LUN (secrets may come from LIBISCSI_CHAP_*)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,8 +70,9 @@ async def cmd_discover(args: argparse.Namespace) -> int:
     params = SessionParams(host=host, port=port, initiator_name=initiator_name(args), target_name=None,
                            login_timeout=args.timeout, **chap_from_env())
     where = f"{host}:{port}"
-    async with logged_in(params, args.timeout, where) as session:
-        targets = await bounded("SendTargets", args.timeout, lambda: session.send_targets("All"))
+    budget = run_budget(args)
+    async with logged_in(params, budget, where) as session:
+        targets = await bounded("SendTargets", budget, lambda: session.send_targets("All"))
     doc = {"portal": where, "targets": [
         {"name": t.name, "portals": [{"address": a, "port": p, "tpgt": g} for a, p, g in t.portals]}
         for t in targets]}
@@ -88,13 +91,13 @@ def _portal_text(address: str, port: int) -> str:
 async def cmd_inquiry(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
     params = tool_params(url.session, args)
-    t = args.timeout
-    async with logged_in(params, t, url.portal) as s:
-        inq = await bounded("INQUIRY", t, lambda: scsi.inquiry(s, url.lun, t))
+    t, budget = args.timeout, run_budget(args)
+    async with logged_in(params, budget, url.portal) as s:
+        inq = await bounded("INQUIRY", budget, lambda: scsi.inquiry(s, url.lun, t))
         pages: list[int] = []
         info: dict[str, Any] = {}
         try:
-            pages = vpd.parse_supported_pages(await bounded("INQUIRY VPD 0x00", t, lambda: scsi.vpd_page(
+            pages = vpd.parse_supported_pages(await bounded("INQUIRY VPD 0x00", budget, lambda: scsi.vpd_page(
                 s, url.lun, vpd.SUPPORTED_PAGES, t)))
         except scsi.SCSIError:
             pages = []  # VPD is optional before SPC-3; the standard page alone still identifies it
@@ -104,7 +107,8 @@ async def cmd_inquiry(args: argparse.Namespace) -> int:
                                   (vpd.BLOCK_LIMITS, vpd.parse_block_limits, "block_limits"),
                                   (vpd.LB_PROVISIONING, vpd.parse_provisioning, "provisioning")):
             if code in pages:
-                raw = await bounded(f"INQUIRY VPD 0x{code:02x}", t, lambda c=code: scsi.vpd_page(s, url.lun, c, t))
+                raw = await bounded(f"INQUIRY VPD 0x{code:02x}", budget,
+                                    lambda c=code: scsi.vpd_page(s, url.lun, c, t))
                 info[key] = parser(raw)
     doc = {"target": url.session.target_name, "lun": url.lun, "vendor": inq.vendor, "product": inq.product,
            "revision": inq.revision, "device_type": inq.device_type, "device_type_name": inq.device_type_name,
@@ -123,9 +127,16 @@ def session_doc(session) -> dict[str, Any]:
         return {}
     return {"header_digest": n.header_digest, "data_digest": n.data_digest,
             "connections": getattr(session, "connections", 1), "max_connections": n.max_connections,
+            "connections_asked": session.params.max_connections,
+            "connections_granted": session.connections_granted, "chap_algorithm": _chap_name(session),
             "immediate_data": n.immediate_data, "initial_r2t": n.initial_r2t, "first_burst": n.first_burst,
             "max_burst": n.max_burst, "max_recv_dsl": n.max_recv_dsl, "max_xmit_dsl": n.max_xmit_dsl,
             "target_alias": n.target_alias, "tpgt": n.tpgt}
+
+
+def _chap_name(session) -> str | None:
+    alg = session.chap_algorithm
+    return algorithm_names((alg,))[0] if alg is not None else None
 
 
 def _provisioning_doc(p: vpd.Provisioning | None) -> dict[str, Any] | None:
@@ -167,8 +178,9 @@ def _inquiry_text(doc: dict[str, Any]) -> str:
 async def cmd_capacity(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
     params = tool_params(url.session, args)
-    async with logged_in(params, args.timeout, url.portal) as s:
-        cap = await bounded("READ CAPACITY", args.timeout, lambda: scsi.read_capacity(s, url.lun, args.timeout))
+    budget = run_budget(args)
+    async with logged_in(params, budget, url.portal) as s:
+        cap = await bounded("READ CAPACITY", budget, lambda: scsi.read_capacity(s, url.lun, args.timeout))
     doc = {"block_size": cap.block_size, "blocks": cap.blocks, "size": cap.size, "lbpme": cap.lbpme,
            "lbprz": cap.lbprz}
     text = (f"blocks      {cap.blocks}\nblock_size  {cap.block_size}\n"
@@ -183,18 +195,18 @@ async def cmd_capacity(args: argparse.Namespace) -> int:
 async def cmd_luns(args: argparse.Namespace) -> int:
     url = parse_url(args.url, lun_required=False)
     params = tool_params(url.session, args)
-    t = args.timeout
+    t, budget = args.timeout, run_budget(args)
     entries: list[dict[str, Any]] = []
-    async with logged_in(params, t, url.portal) as s:
-        luns = await bounded("REPORT LUNS", t, lambda: scsi.report_luns(s, url.lun, t))
+    async with logged_in(params, budget, url.portal) as s:
+        luns = await bounded("REPORT LUNS", budget, lambda: scsi.report_luns(s, url.lun, t))
         for lun in luns:
             entry: dict[str, Any] = {"lun": lun, "type": None, "vendor": None, "product": None,
                                      "block_size": None, "blocks": None, "size": None}
             try:
-                inq = await bounded(f"INQUIRY of LUN {lun}", t, lambda n=lun: scsi.inquiry(s, n, t))
+                inq = await bounded(f"INQUIRY of LUN {lun}", budget, lambda n=lun: scsi.inquiry(s, n, t))
                 entry.update(type=inq.device_type_name, vendor=inq.vendor, product=inq.product)
                 if inq.device_type in (0x00, 0x0E) and inq.connected:
-                    cap = await bounded(f"READ CAPACITY of LUN {lun}", t,
+                    cap = await bounded(f"READ CAPACITY of LUN {lun}", budget,
                                         lambda n=lun: scsi.read_capacity(s, n, t))
                     entry.update(block_size=cap.block_size, blocks=cap.blocks, size=cap.size)
             except scsi.SCSIError as e:

@@ -40,8 +40,14 @@ Talk to iSCSI targets directly (one-shot tools) or to the uiscsid daemon.
 
 One-shot tools log in, do their work and log out: discover, inquiry, capacity, luns, cp, perf.
 Targets are named by libiscsi-style URLs, iscsi://[user[%secret]@]host[:port]/IQN/LUN, so the same
-URL works with qemu-img and libiscsi's tools. URL arguments: ?header_digest=crc32c|none,
-data_digest=crc32c|none, target_user=..&target_password=.. (mutual CHAP), max_connections=N (MC/S).
+URL works with qemu-img and libiscsi's tools. URL arguments, joined with '&' after a '?':
+  header_digest=crc32c|none, data_digest=crc32c|none
+  target_user=U&target_password=P   mutual CHAP: the target proves itself too
+  chap_algorithms=A[,A...]          CHAP algorithms to offer, in this order, from md5, sha1, sha256,
+                                    sha3-256 (default sha3-256,sha1,md5; the target picks the first it knows)
+  max_connections=N                 MC/S, 1-16; a target that grants fewer gets a one-line notice
+  erl=0|1                           ErrorRecoveryLevel to offer (default 0); at 1 a digest error is
+                                    recovered by SNACK, without logging in again, where the target agrees
 Put CHAP secrets in LIBISCSI_CHAP_USERNAME, LIBISCSI_CHAP_PASSWORD (and ..._TARGET_USERNAME/
 _TARGET_PASSWORD for mutual CHAP) to keep them off the process list."""
 
@@ -50,6 +56,8 @@ examples:
   uiscsictl discover 192.0.2.10
   uiscsictl inquiry iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1
   uiscsictl capacity --json iscsi://192.0.2.10:3261/iqn.2026-11.org.example:disk/1
+  uiscsictl capacity 'iscsi://u%s@192.0.2.10/iqn.2026-11.org.example:disk/1?chap_algorithms=sha256,md5'
+  uiscsictl inquiry 'iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1?data_digest=crc32c&erl=1'
   uiscsictl cp disk.img iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1
   uiscsictl perf iscsi://192.0.2.10/iqn.2026-11.org.example:disk/1 --block-size 4k --queue-depth 32 \\
       --seconds 5 --random --json
@@ -59,7 +67,14 @@ environment:
   LIBISCSI_CHAP_TARGET_USERNAME, ..._TARGET_PASSWORD      mutual CHAP (the target proves itself)
   UISCSI_EVENT_LOOP=auto|uvloop|asyncio   event loop (default auto: uvloop when installed)
 
-exit status: 0 on success, 1 on any error (one line on stderr), 2 on a usage error."""
+uiscsid's command timeouts (per target in uiscsi.conf, see `uiscsictl reload --help`): a command the
+target leaves unanswered for command_timeout (30 s) gets an ABORT TASK (abort_timeout 15 s), then a
+LOGICAL UNIT RESET (lu_reset_timeout 30 s), then the session is reinstated; replacement_timeout (120 s)
+later that one request fails with EIO and the rest goes on. `uiscsictl show --json` counts each step.
+
+exit status: 0 on success, 1 on any error (one line on stderr), 2 on a usage error. A one-shot
+tool whose target stalls (a command or a logout never answered, a half-open connection) exits with 1 within
+--timeout + 1 s."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +96,9 @@ def _add_global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
                        help=f"uiscsid control socket (default {DEFAULT_SOCKET})")
     if "--timeout" not in taken:
         p.add_argument("--timeout", type=_positive_float, metavar="SECONDS", default=d(DEFAULT_TIMEOUT),
-                       help=f"bound on login and control operations (default {DEFAULT_TIMEOUT:g} s)")
+                       help=f"bound in seconds (default {DEFAULT_TIMEOUT:g}): discover, inquiry, capacity and "
+                            "luns end within it (+1 s) from start to exit, cleanup included; cp and perf "
+                            "within it of the target's last answer; daemon commands wait that long for uiscsid")
     if "--json" not in taken:
         p.add_argument("--json", action="store_true", default=d(False), help="machine-readable output")
     if "--debug" not in taken:
@@ -157,10 +174,12 @@ def _setup_logging(debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``uiscsictl`` console script."""
+    """Entry point of the ``uiscsictl`` console script (``argv`` None: this process is uiscsictl's own)."""
+    own_process = argv is None      # the console script: a one-shot tool may arm its exit watchdog
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

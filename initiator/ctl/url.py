@@ -3,7 +3,8 @@
 The same form that libiscsi's tools and qemu-img take, so one URL works with both. Query arguments:
 ``header_digest`` and ``data_digest`` (crc32c|none; libiscsi's crc32c-none/none-crc32c are accepted
 too), ``target_user`` and ``target_password`` (mutual CHAP: the target proves itself to us),
-``max_connections`` (MC/S). The environment variables ``LIBISCSI_CHAP_USERNAME``, ``..._PASSWORD``,
+``chap_algorithms`` (the CHAP algorithms to offer, in order: md5,sha1,sha256,sha3-256), ``max_connections``
+(MC/S) and ``erl`` (the ErrorRecoveryLevel to offer, 0 or 1). The environment variables ``LIBISCSI_CHAP_USERNAME``, ``..._PASSWORD``,
 ``..._TARGET_USERNAME`` and ``..._TARGET_PASSWORD`` supply secrets without putting them on the process
 list; a value in the URL wins over the environment. Nothing is percent-decoded, as in libiscsi.
 A URL parses into the `io.params.SessionParams` it names plus a LUN; the tool adds our initiator name.
@@ -17,8 +18,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
+from ..io.params import MAX_CONNECTIONS, MAX_ERL, Chap, SessionParams
 from ..protocol.addressing import PortalError, parse_portal
+from ..protocol.chap import parse_algorithms
 from ..scsi.lun import MAX_LUN
 
 ENV_USER = "LIBISCSI_CHAP_USERNAME"
@@ -26,7 +28,8 @@ ENV_PASSWORD = "LIBISCSI_CHAP_PASSWORD"
 ENV_TARGET_USER = "LIBISCSI_CHAP_TARGET_USERNAME"
 ENV_TARGET_PASSWORD = "LIBISCSI_CHAP_TARGET_PASSWORD"
 _DIGESTS = {"crc32c": True, "none": False, "crc32c-none": True, "none-crc32c": True}
-_QUERY_KEYS = ("header_digest", "data_digest", "target_user", "target_password", "max_connections")
+_QUERY_KEYS = ("header_digest", "data_digest", "target_user", "target_password", "chap_algorithms",
+               "max_connections", "erl")
 FORM = "iscsi://[user[%secret]@]host[:port]/IQN/LUN"
 
 
@@ -120,6 +123,8 @@ def parse_url(text: str, env: Mapping[str, str] | None = None, lun_required: boo
     args = _query(query, text)
     chap, mutual = _credentials(user, password, args.pop("target_user", None), args.pop("target_password", None),
                                 env)
+    if "chap_algorithms" in args and chap is None:
+        raise URLError(f"URL {_safe(text)}: chap_algorithms needs CHAP credentials (user%secret@ or {ENV_USER})")
     session = SessionParams(host=host, port=port, target_name=target, chap=chap, mutual=mutual, **args)
     return ISCSIURL(session, int(lun_text))
 
@@ -148,6 +153,15 @@ def _query(query: str, text: str) -> dict:
             if not _digits(value) or not 1 <= int(value) <= MAX_CONNECTIONS:
                 raise URLError(f"URL: max_connections={value!r}; use a number in 1..{MAX_CONNECTIONS}")
             args[key] = int(value)
+        elif key == "erl":
+            if not _digits(value) or not 0 <= int(value) <= MAX_ERL:
+                raise URLError(f"URL: erl={value!r}; use 0 or 1 (ErrorRecoveryLevel)")
+            args[key] = int(value)
+        elif key == "chap_algorithms":
+            try:
+                args[key] = parse_algorithms(value)
+            except ValueError as e:
+                raise URLError(f"URL: chap_algorithms={value!r}: {e}") from None
         else:
             args[key] = value
     return args

@@ -25,6 +25,8 @@ from ..kernel.backends import IscsiLun
 from ..kernel.nbd_ioctl import NbdDevice
 from ..kernel.nbd_netlink import KeptDevice
 from ..kernel.nbd_wire import NbdError
+from ..protocol.chap import algorithm_names
+from ..protocol.escalation import Counts
 from ..protocol.recovery import Backoff
 from ..protocol.session_state import SessionState
 from ..scsi import commands as scsi
@@ -73,6 +75,7 @@ class TargetRuntime:
         self.discovered: list[dict] = []
         self.children: list[TargetRuntime] = []     # a discovery target logs in to what it found
         self.logins = 0
+        self.escalation = Counts()   # command timeouts and their escalation, over every session of the target
         self.since = time.time()
         self.settled = asyncio.Event()
         self.retry_now = asyncio.Event()   # set by kick(): end the current backoff sleep early
@@ -111,7 +114,7 @@ class TargetRuntime:
         while True:
             self._set("logging-in", self.error)
             try:
-                session = await open_session(self.conf.session)
+                session = await open_session(self.conf.session, self.escalation)
             except (ISCSIError, OSError) as e:
                 self._set("failed", str(e) or type(e).__name__)
                 self.settled.set()
@@ -297,15 +300,20 @@ class TargetRuntime:
         return {"name": c.name, "state": self.state, "error": self.error, "address": s.host, "port": s.port,
                 "target_name": s.target_name, "since": self.since, "logins": self.logins,
                 "connections": self.session.connections if self.session else 0,
+                "connections_asked": s.max_connections,
+                "connections_granted": self.session.connections_granted if self.session else 0,
                 "devices": [lr.device.path for lr in self.luns.values() if lr.device and lr.device.connected],
                 "lun_errors": {str(lr.lun): lr.error for lr in self.luns.values() if lr.error},
-                "discovered": self.discovered}
+                "discovered": self.discovered, "escalation": dataclasses.asdict(self.escalation)}
 
     def session_info(self) -> dict:
         s = self.session
         neg = s.negotiated if s else None
         return {"name": self.name, "state": self.state, "session_state": s.state.value if s else None,
                 "connections": s.connections if s else 0, "tsih": s.tsih if s else None,
+                "connections_asked": self.conf.session.max_connections,
+                "connections_granted": s.connections_granted if s else 0,
+                "chap_algorithm": algorithm_names((s.chap_algorithm,))[0] if s and s.chap_algorithm else None,
                 "negotiated": dataclasses.asdict(neg) if neg is not None else None}
 
     def stats(self) -> dict:

@@ -21,8 +21,9 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from ..io.params import MAX_CONNECTIONS, Chap, SessionParams
+from ..io.params import MAX_CONNECTIONS, MAX_ERL, Chap, SessionParams
 from ..protocol.addressing import DEFAULT_PORT, valid_iscsi_name
+from ..protocol.chap import algorithm_names, parse_algorithms
 from ..scsi.lun import MAX_LUN
 
 PROTOCOL_VERSION = 1
@@ -83,7 +84,48 @@ def to_wire(target: TargetConf, address: str, default_initiator: str) -> dict:
             "mutual": {"user": s.mutual.user, "secret": s.mutual.secret} if s.mutual else None,
             "header_digest": s.header_digest, "data_digest": s.data_digest, "connections": s.max_connections,
             "discovery": target.discovery, "enabled": target.enabled,
-            "replacement_timeout": s.replacement_timeout, "luns": list(target.luns), "where": target.where}
+            "replacement_timeout": s.replacement_timeout, **{k: getattr(s, k) for k in COMMAND_TIMEOUTS},
+            "luns": list(target.luns), "where": target.where, **_login_extras_to_wire(s)}
+
+
+# SessionParams fields (seconds) of the command-timeout escalation, and their allowed ranges: the command
+# timeout may be 0 (off); the TMF timeouts may not.
+COMMAND_TIMEOUTS = {"command_timeout": (0.0, 86400.0), "abort_timeout": (0.1, 86400.0),
+                    "lu_reset_timeout": (0.1, 86400.0)}
+
+
+def _command_timeouts(name: str, need) -> dict[str, float]:
+    defaults = SessionParams(host="")
+    out = {}
+    for key, (lo, hi) in COMMAND_TIMEOUTS.items():
+        value = float(need(key, (int, float), getattr(defaults, key)))
+        if not (lo <= value <= hi):
+            raise ValueError(f"target {name!r}: {key} {value:g} is outside {lo:g}..{hi:g} s")
+        out[key] = value
+    return out
+
+
+def _login_extras_to_wire(s: SessionParams) -> dict:
+    """The CHAP algorithms (by name, in order) and the ErrorRecoveryLevel to offer."""
+    return {"chap_algorithms": algorithm_names(s.chap_algorithms), "erl": s.erl}
+
+
+def _login_extras_from_wire(name: str, d: dict) -> dict:
+    """`_login_extras_to_wire` read back, checked; absent keys keep the SessionParams defaults."""
+    out: dict = {}
+    algs = d.get("chap_algorithms")
+    if algs is not None:
+        if not (isinstance(algs, list) and all(isinstance(a, str) for a in algs)):
+            raise ValueError(f"target {name!r}: 'chap_algorithms' must be a list of names")
+        try:
+            out["chap_algorithms"] = parse_algorithms(" ".join(algs))
+        except ValueError as e:
+            raise ValueError(f"target {name!r}: {e}") from None
+    erl = d.get("erl", 0)
+    if not isinstance(erl, int) or isinstance(erl, bool) or not 0 <= erl <= MAX_ERL:
+        raise ValueError(f"target {name!r}: bad 'erl': {erl!r} (0 to {MAX_ERL})")
+    out["erl"] = erl
+    return out
 
 
 def from_wire(d: object) -> TargetConf:
@@ -131,6 +173,7 @@ def from_wire(d: object) -> TargetConf:
     session = SessionParams(host=address, port=port, initiator_name=initiator, target_name=target_name,
                             chap=creds[0], mutual=creds[1], header_digest=bool(need("header_digest", bool, False)),
                             data_digest=bool(need("data_digest", bool, False)), max_connections=connections,
-                            replacement_timeout=float(timeout))
+                            replacement_timeout=float(timeout), **_command_timeouts(name, need),
+                            **_login_extras_from_wire(name, d))
     return TargetConf(name=name, session=session, discovery=discovery, enabled=bool(need("enabled", bool, True)),
                       luns=tuple(sorted(set(luns))), where=str(d.get("where", "")))

@@ -112,6 +112,7 @@ class Link(asyncio.BufferedProtocol):
         rest = self.framer.take_rest()
         self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
                              st.header_digest, st.data_digest)
+        self.framer.on_bad_data = core.digest_error_handler(st)
         self.ffp = True
         if rest:
             self.buffer_updated_from(rest)
@@ -199,7 +200,7 @@ class Link(asyncio.BufferedProtocol):
             except TimeoutError:
                 raise CommandTimeout("the target did not answer the login in time") from None
             if isinstance(rsp, ISCSIError):
-                raise rsp
+                raise m.closed(rsp)
             if not isinstance(rsp, pdu.LoginResponse):
                 raise TargetProtocolError(f"{type(rsp).__name__} during login")
             req = m.receive(rsp)

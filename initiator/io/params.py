@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..protocol.addressing import DEFAULT_PORT
+from ..protocol.chap import DEFAULT_ALGORITHMS
 
 MAX_CONNECTIONS = 16  # MC/S connections a session asks for at most (config `connections`, URL `max_connections`)
+MAX_ERL = 1  # ErrorRecoveryLevel we may offer (config `erl`, URL `erl`): 0, or 1 for SNACK recovery (protocol.erl1)
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,18 @@ class SessionParams:
     target_name: str | None = None
     chap: Chap | None = None
     mutual: Chap | None = None  # the target proves itself too (needs ``chap``)
+    chap_algorithms: tuple[int, ...] = DEFAULT_ALGORITHMS  # CHAP_A values we offer, our preference first
     header_digest: bool = False
     data_digest: bool = False
     max_connections: int = 1
+    erl: int = 0  # ErrorRecoveryLevel offered; 1: digest errors are recovered by SNACK without a relogin
     login_timeout: float = 20.0
     replacement_timeout: float = 120.0  # how long a lost session may take to come back before commands fail
+    # A command unanswered this long escalates (protocol.escalation): ABORT TASK, LOGICAL UNIT RESET, session
+    # reinstatement, then EIO for it alone. 0: never (the one-shot tools, which have their own bound).
+    command_timeout: float = 30.0  # Linux's SCSI disk default (/sys/block/sdX/device/timeout)
+    abort_timeout: float = 15.0  # open-iscsi node.session.err_timeo.abort_timeout
+    lu_reset_timeout: float = 30.0  # open-iscsi node.session.err_timeo.lu_reset_timeout
     nop_interval: float = 5.0  # ping a connection silent this long (0: never)
     nop_timeout: float = 10.0  # and drop it when the ping is not answered this fast
     proposals: Mapping[str, int | bool] = field(default_factory=dict)  # keys.Proposals overrides

@@ -52,6 +52,8 @@ from ..errors import (
 )
 from ..protocol import pdu
 from ..protocol.connection import Event, State
+from ..protocol.erl1 import SNACK_TIMEOUT, Erl1Core, core_class
+from ..protocol.escalation import Counts
 from ..protocol.keys import Negotiated, Proposals
 from ..protocol.login import LoginMachine, LoginParams
 from ..protocol.recovery import RAMP_START, ramp
@@ -62,6 +64,7 @@ from ..scsi.lun import lun_to_wire
 from .link import Link, dial
 from .params import SessionParams, new_isid
 from .recovery import Recovery
+from .timeouts import CommandWatch
 
 log = logging.getLogger("initiator.transport")
 # Declared MaxRecvDataSegmentLength: a 1 MiB read arrives as one Data-In PDU (tgt honours it), so the
@@ -89,12 +92,19 @@ class Stats:
     bytes_written: int = 0
     reconnects: int = 0
     ua_retries: int = 0
+    # ERL 1 (protocol.erl1.COUNTS, counted by its core)
+    digest_errors: int = 0
+    data_snacks: int = 0
+    status_snacks: int = 0
+    data_acks: int = 0
+    target_digest_errors: int = 0
+    command_retries: int = 0
 
 
 class Session:
     """A logged-in iSCSI session (one or more connections). Build it with `open_session()`."""
 
-    def __init__(self, params: SessionParams) -> None:
+    def __init__(self, params: SessionParams, counts: Counts | None = None) -> None:
         self.params = params
         self.isid = params.isid or new_isid()
         self.core: SessionCore | None = None
@@ -110,8 +120,16 @@ class Session:
         self._next_cid = 0
         self._ramp: int | None = None  # commands in flight allowed while ramping up after a reinstatement
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections_granted = 0  # connections the last login established (asked: params.max_connections)
+        self.chap_algorithm: int | None = None  # the CHAP_A the target chose at the last login
+        self._mcs_refusal: str | None = None  # why the target refused another connection (istgt does)
+        self._noticed = False
+        self._snack_handle: asyncio.TimerHandle | None = None
         self.recovery = Recovery(self)
         self._policy = self.recovery.policy
+        # command timeouts and their escalation (io.timeouts); ``counts`` may outlive the session
+        self.watch = (CommandWatch(self, counts) if params.command_timeout > 0 and params.target_name is not None
+                      else None)
 
     # -------------------------------------------------------------- state
     @property
@@ -144,13 +162,14 @@ class Session:
     # -------------------------------------------------------------- login and connections
     def _login_params(self, cid: int, leading: bool) -> LoginParams:
         p = self.params
-        proposals = Proposals(max_connections=max(1, p.max_connections),
-                              max_recv_dsl=MAX_RECV_DSL).with_overrides(**p.proposals)
+        proposals = Proposals(max_connections=max(1, p.max_connections), max_recv_dsl=MAX_RECV_DSL,
+                              erl=p.erl).with_overrides(**p.proposals)
         return LoginParams(initiator_name=p.initiator_name, target_name=p.target_name, isid=self.isid,
                            tsih=0 if leading else self.tsih, cid=cid, cmdsn=self.core.cmdsn if self.core else 1,
                            chap_user=p.chap.user if p.chap else None, chap_secret=p.chap.secret if p.chap else None,
                            mutual_user=p.mutual.user if p.mutual else None,
-                           mutual_secret=p.mutual.secret if p.mutual else None, header_digest=p.header_digest,
+                           mutual_secret=p.mutual.secret if p.mutual else None,
+                           chap_algorithms=p.chap_algorithms, header_digest=p.header_digest,
                            data_digest=p.data_digest, leading=leading, proposals=proposals,
                            session=None if leading else self.negotiated)
 
@@ -176,8 +195,9 @@ class Session:
         """Leading login (TSIH 0: a new or reinstated session), then MC/S connections up to the limit."""
         link, m = await self._open_link(True, deadline)
         self.negotiated, self.tsih = m.result, m.tsih
+        self.chap_algorithm = m.chap.algorithm if m.chap is not None else None
         if self.core is None:
-            self.core = SessionCore(m.result, m.expcmdsn, m.expcmdsn, m.maxcmdsn)
+            self.core = self._new_core(m.result, m.expcmdsn, m.maxcmdsn)
         else:
             self.core.neg = m.result
             self.core.renumber(m.expcmdsn, m.expcmdsn, m.maxcmdsn)
@@ -188,8 +208,57 @@ class Session:
                 extra, _ = await self._open_link(False, deadline)
             except ISCSIError as e:  # a target may refuse more connections than it advertised (istgt)
                 log.info("MC/S: staying at %d connection(s): %s", len(self.links), e)
+                self._mcs_refusal = str(e)
                 break
             self._adopt(extra)
+        self._granted(len(self.links))
+
+    def _new_core(self, negotiated: Negotiated, expcmdsn: int, maxcmdsn: int) -> SessionCore:
+        """The sans-IO core for what login agreed: at ErrorRecoveryLevel 1 it recovers digest errors by SNACK."""
+        cls = core_class(negotiated)
+        if cls is SessionCore:
+            return SessionCore(negotiated, expcmdsn, expcmdsn, maxcmdsn)
+        timeout = self.params.nop_timeout if self.params.nop_timeout > 0 else SNACK_TIMEOUT
+        return cls(negotiated, expcmdsn, expcmdsn, maxcmdsn, counts=self.stats, timeout=timeout)
+
+    def _snack_timer(self) -> None:
+        """ERL 1: stamp the SNACKs just sent and wake when the oldest unanswered one is due (then the
+        connection is dropped: session recovery takes over)."""
+        core, loop = self.core, self._loop or asyncio.get_running_loop()
+        core.stamp(time.monotonic())
+        if self._snack_handle is None and (deadline := core.next_deadline()) is not None:
+            self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
+
+    def _snack_due(self) -> None:
+        self._snack_handle = None
+        core = self.core
+        if not isinstance(core, Erl1Core):
+            return
+        for cid in core.handle_timer(time.monotonic()):
+            link = self.links.get(cid)
+            if link is not None:
+                link.abort(ConnectionLost(f"ERL1: the target did not answer a SNACK within {core.timeout:g} s; "
+                                          "recovering the session"))
+        if self.core is core and (deadline := core.next_deadline()) is not None:
+            loop = asyncio.get_running_loop()
+            self._snack_handle = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._snack_due)
+
+    def _granted(self, count: int) -> None:
+        """Remember how many connections the login got; log it once per session when fewer than asked."""
+        self.connections_granted = count
+        notice = self.connections_notice()
+        if notice and not self._noticed:
+            self._noticed = True
+            log.warning("%s", notice)
+
+    def connections_notice(self) -> str | None:
+        """One line when the target granted fewer connections than asked, else None."""
+        asked, granted = self.params.max_connections, self.connections_granted
+        if granted >= asked or self.negotiated is None:
+            return None
+        why = (f"its MaxConnections is {self.negotiated.max_connections}" if self.negotiated.max_connections < asked
+               else f"it refused connection {granted + 1}: {self._mcs_refusal}")
+        return f"{self.params.target_name}: the target granted {granted} of the {asked} connections asked ({why})"
 
     def _adopt(self, link: Link) -> None:
         self.links[link.state.cid] = link
@@ -203,6 +272,8 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self.fire(SessionEvent.LOGGED_IN)
         self.recovery.start()
+        if self.watch is not None:
+            self.watch.start()
 
     def spawn(self, coro) -> asyncio.Task:
         """Run ``coro`` in the background for as long as the session lives."""
@@ -234,6 +305,7 @@ class Session:
                 and ((core.maxcmdsn - core.cmdsn) & 0xFFFFFFFF) < 0x80000000
                 and (c := core.pick_connection()) is not None and not (link := self.links[c.cid]).paused):
             link.send(core.issue(t, c))  # fast path: nothing queued, window open
+            t.sent_at = time.monotonic()
         else:
             self._pending.append(t)
             self._pump()
@@ -296,6 +368,7 @@ class Session:
             t = pending.popleft()
             if t.kind == "scsi":
                 link.send(core.issue(t, c))
+                t.sent_at = time.monotonic()
             else:
                 link.send(core.issue_request(t, c))
         self._flush_out()
@@ -313,6 +386,8 @@ class Session:
     def link_received(self) -> None:
         """After a receive: send what the core produced, wake finished callers, reissue retries."""
         core = self.core
+        if core.unstamped:
+            self._snack_timer()
         self._flush_out()
         if core.done:
             done, core.done = core.done, []
@@ -342,6 +417,18 @@ class Session:
             return  # a connection that never joined (failed login)
         if self._machine.state is _UP:
             self.recovery.connection_lost(link.error)
+        elif self._machine.state is SessionState.LOGGING_OUT:
+            self._logout_cut(c)
+
+    def _logout_cut(self, c) -> None:
+        """The target closed the connection instead of answering our Logout: the session is gone at its end
+        too, so the logout is over (istgt does this now and then); no caller waits for an answer that
+        cannot come."""
+        for t in [t for t in self.core.tasks.values() if t.kind == "logout" and t.conn is c]:
+            del self.core.tasks[t.itt]
+            t.error = ConnectionLost("the target closed the connection instead of answering the logout")
+            self.core.done.append(t)
+        self._wake_finished()
 
     def link_writable(self) -> None:
         self._pump()
@@ -349,6 +436,8 @@ class Session:
     # -------------------------------------------------------------- what recovery decides (recovery.Recovery)
     def unfinished(self) -> list[Task]:
         """Recovery starts: drop every link; the SCSI commands to send again once logged in (not yet queued)."""
+        if self.watch is not None:
+            self.watch.reinstating()
         self.drop_links("session recovery")
         queued = set(self._pending)
         again = [t for t in self.core.unfinished() if t not in queued]
@@ -358,10 +447,26 @@ class Session:
     def reinstated(self, again: list[Task]) -> None:
         """A new leading login succeeded: send ``again`` (oldest first), ramping up from one in flight."""
         self.stats.reconnects += 1
+        if self.watch is not None:
+            self.watch.reinstated()
         self._ramp = RAMP_START
         self._pending.extendleft(reversed([t for t in again if t.itt in self.core.tasks]))
         self.fire(SessionEvent.REINSTATED)
         self._pump()
+
+    # -------------------------------------------------------------- what command timeouts decide (timeouts.CommandWatch)
+    def send_again(self, tasks: list[Task]) -> None:
+        """The target ended these commands (an abort or a LU reset): send them first, each under a new ITT."""
+        again = [t for t in tasks if self.core.reassign(t)]
+        self._pending.extendleft(reversed(again))
+        self._pump()
+
+    def fail_one(self, t: Task, error: ISCSIError) -> None:
+        """Give up on one command alone: ask the target to abort it, and fail its caller with ``error``."""
+        self._give_up(t)
+        t.error = error
+        if t.waiter is not None and not t.waiter.done():
+            t.waiter.set_result(None)
 
     def fail(self, error: ISCSIError, tasks: list[Task] = ()) -> None:
         """Give up: every command, queued or given (``tasks``), fails with ``error``; the session is FAILED."""
@@ -449,6 +554,9 @@ class Session:
 
     def _teardown(self, event: SessionEvent, error: ISCSIError, tasks: list[Task] = ()) -> None:
         self.fire(event, str(error))
+        if self._snack_handle is not None:
+            self._snack_handle.cancel()
+            self._snack_handle = None
         for link in self.links.values():
             if link.transport is not None:
                 link.transport.close()
@@ -464,9 +572,11 @@ class Session:
                 t.waiter.set_result(None)
 
 
-async def open_session(params: SessionParams) -> Session:
-    """Connect and log in (bounded by params.login_timeout); returns a Session in the full-feature phase."""
-    s = Session(params)
+async def open_session(params: SessionParams, counts: Counts | None = None) -> Session:
+    """Connect and log in (bounded by params.login_timeout); returns a Session in the full-feature phase.
+
+    ``counts`` collects the command-timeout escalation's events (a daemon keeps one per target)."""
+    s = Session(params, counts)
     try:
         await s._start()
     except BaseException:

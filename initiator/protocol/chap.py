@@ -19,6 +19,12 @@ from ..errors import AuthenticationError, LocalProtocolError, NegotiationError
 # CHAP_A value -> (hashlib name, digest size). RFC 7143 12.1.3 and the IANA CHAP algorithm registry.
 ALGORITHMS: dict[int, tuple[str, int]] = {5: ("md5", 16), 6: ("sha1", 20), 7: ("sha256", 32), 8: ("sha3_256", 32)}
 ALGORITHM_NAMES = {5: "MD5", 6: "SHA-1", 7: "SHA-256", 8: "SHA3-256"}
+# How users name them (URL ``chap_algorithms=``, uiscsi.conf ``algorithms``), as open-iscsi's chap_algs does.
+ALGORITHM_IDS = {"md5": 5, "sha1": 6, "sha256": 7, "sha3-256": 8}
+# Our offer when none is configured. SHA-256 (7) is left out on purpose: tgt (1.0.85 and earlier) answers
+# CHAP_A=7 but computes SHA-1, and MD5 is mandatory for every target, so a 7 after 5 could never be chosen
+# anyway. Opt in explicitly.
+DEFAULT_ALGORITHMS = (8, 6, 5)
 MAX_CHALLENGE = 1024  # bytes; RFC 7143 allows large binary values, we bound them
 
 # Challenges this process issued recently (bounded), to spot one reflected back at us.
@@ -49,6 +55,30 @@ def decode_binary(key: str, text: str) -> bytes:
     return data
 
 
+def parse_algorithms(text: str) -> tuple[int, ...]:
+    """``md5,sha1,sha256,sha3-256`` (any order, commas or spaces) -> CHAP_A values in that order.
+
+    ValueError names an unknown or repeated algorithm and lists the known names."""
+    words = [w for w in text.replace(",", " ").split() if w]
+    if not words:
+        raise ValueError(f"no CHAP algorithm named; use some of {', '.join(ALGORITHM_IDS)}")
+    out: list[int] = []
+    for word in words:
+        alg = ALGORITHM_IDS.get(word.lower())
+        if alg is None:
+            raise ValueError(f"unknown CHAP algorithm {word!r}; use some of {', '.join(ALGORITHM_IDS)}")
+        if alg in out:
+            raise ValueError(f"CHAP algorithm {word!r} named twice")
+        out.append(alg)
+    return tuple(out)
+
+
+def algorithm_names(algorithms: tuple[int, ...]) -> list[str]:
+    """The user-facing names of CHAP_A values (the inverse of `parse_algorithms`)."""
+    names = {v: k for k, v in ALGORITHM_IDS.items()}
+    return [names[a] for a in algorithms]
+
+
 def chap_response(algorithm: int, identifier: int, secret: bytes, challenge: bytes) -> bytes:
     """RFC 1994 response: H(identifier || secret || challenge)."""
     h = hashlib.new(ALGORITHMS[algorithm][0])
@@ -75,7 +105,7 @@ class ChapInitiator:
     mutual CHAP, verify(target keys) checks the target's CHAP_N/CHAP_R.
     """
 
-    def __init__(self, user: str, secret: str, *, algorithms: tuple[int, ...] = (8, 6, 5),
+    def __init__(self, user: str, secret: str, *, algorithms: tuple[int, ...] = DEFAULT_ALGORITHMS,
                  mutual_user: str | None = None, mutual_secret: str | None = None) -> None:
         unknown = [a for a in algorithms if a not in ALGORITHMS]
         if unknown or not algorithms:

@@ -57,6 +57,10 @@ class Framer:
         self._digest_payload: memoryview | None = None
         self._big = False
         self.hold = False  # stop framing (login done; the rest belongs to the next framer)
+        # Called with (bhs, ahs) for a PDU whose data digest fails, which is then skipped (ERL 1 recovers it by
+        # SNACK); None: a DigestError. A header digest error always raises: without markers the stream
+        # cannot be framed again.
+        self.on_bad_data: Callable[[bytes, bytes], None] | None = None
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         dest = self._dest
@@ -166,13 +170,15 @@ class Framer:
                 if avail < total:
                     break
                 data = bytes(mv[ds:ds + dsl])
-            if dd:
-                end = ds + dsl + pad_len(dsl)
-                if int.from_bytes(mv[end:end + 4], "little") != crc32c(mv[ds:end]):
-                    raise DigestError(f"data digest mismatch on a {cls.__name__}")
             if data is not None:
                 bhs = bytes(mv[p:p + BHS_LEN])
             ahs = bytes(mv[p + BHS_LEN:p + head]) if ahs_len else b""
+            if dd:
+                end = ds + dsl + pad_len(dsl)
+                if int.from_bytes(mv[end:end + 4], "little") != crc32c(mv[ds:end]):
+                    self._start += total
+                    self._bad_data(cls.__name__, bhs, ahs)
+                    continue
             self._start += total
             self.handler(bhs, ahs, data)
         if self._start == self._end:
@@ -189,17 +195,24 @@ class Framer:
         if self._end - self._start < pad + dd:
             return False
         p = self._start
-        if dd:
-            want = int.from_bytes(self._mv[p + pad:p + pad + 4], "little")
-            if want != crc32c(payload, self._mv[p:p + pad]):
-                raise DigestError("data digest mismatch on a DataIn")
+        bad = dd and int.from_bytes(self._mv[p + pad:p + pad + 4], "little") != crc32c(payload, self._mv[p:p + pad])
         self._start += pad + dd
         bhs, ahs, self._bhs, self._ahs, self._digest_payload = self._bhs, self._ahs, b"", b"", None
-        self.handler(bhs, ahs, None)
+        if bad:
+            self._bad_data("DataIn", bhs, ahs)
+        else:
+            self.handler(bhs, ahs, None)
         return True
 
+    def _bad_data(self, name: str, bhs: bytes, ahs: bytes) -> None:
+        """A PDU (already consumed) failed its data digest: report it, or raise when nobody recovers."""
+        if self.on_bad_data is None:
+            raise DigestError(f"data digest mismatch on a {name}")
+        self.on_bad_data(bhs, ahs)
+
     __slots__ = ("_ahs", "_bhs", "_big", "_buf", "_classes", "_dest", "_digest_payload", "_direct", "_dpos", "_end",
-                 "_mv", "_peer", "_start", "data_digest", "handler", "header_digest", "hold", "max_data", "sink")
+                 "_mv", "_peer", "_start", "data_digest", "handler", "header_digest", "hold", "max_data", "on_bad_data",
+                 "sink")
 
 
 class PduReader:

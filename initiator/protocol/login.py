@@ -23,7 +23,7 @@ from ..errors import (
 )
 from . import pdu
 from .addressing import PortalError, parse_portal
-from .chap import ChapInitiator
+from .chap import DEFAULT_ALGORITHMS, ChapInitiator
 from .keys import KEYS, MAX_DSL, Negotiated, Negotiator, Proposals, check_answer, parse_number
 from .text import decode_text, encode_text, split_chunks
 
@@ -98,9 +98,7 @@ class LoginParams:
     chap_secret: str | None = None
     mutual_user: str | None = None
     mutual_secret: str | None = None
-    # SHA-256 (7) is left out on purpose: tgt (1.0.85 and earlier) answers CHAP_A=7 but computes SHA-1, and
-    # MD5 is mandatory for every target, so a 7 after 5 could never be chosen anyway. Opt in explicitly.
-    chap_algorithms: tuple[int, ...] = (8, 6, 5)
+    chap_algorithms: tuple[int, ...] = DEFAULT_ALGORITHMS
     header_digest: bool = False
     data_digest: bool = False
     leading: bool = True
@@ -273,6 +271,15 @@ class LoginMachine:
         if self.state is State.SECURITY:
             return self._security(pairs, nxt, rsp)
         return self._operational(pairs, nxt, rsp)
+
+    def closed(self, error: ISCSIError) -> ISCSIError:
+        """The error to report when the connection closed mid-login. A target that requires CHAP may close
+        a login that offered none without any Login Response (LIO does): say so, with the same type."""
+        if (self.chap is None and self.state is State.SECURITY and self._rounds == 1
+                and not any(d == "received" for d, _, _ in self.transcript)):
+            return type(error)(f"{error}: the target closed the login without answering it; it may require "
+                               "CHAP, and no CHAP credentials were given")
+        return error
 
     def _failure(self, rsp: pdu.LoginResponse) -> LoginError:
         cls, det = rsp.status_class, rsp.status_detail

@@ -16,9 +16,9 @@ window; the state machines (`connection`, `session_state`) and the task record (
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from ..errors import ConnectionLost, ISCSIError, LocalProtocolError, TargetProtocolError
+from ..errors import ConnectionLost, DigestError, ISCSIError, LocalProtocolError, TargetProtocolError
 from ..scsi.lun import lun_to_wire
 from ..scsi.sense import CHECK_CONDITION, is_unit_attention
 from . import pdu
@@ -54,6 +54,7 @@ class SessionCore:
         self._itt = 0
         self._discard = memoryview(bytearray(pdu.LOGIN_MAX_DATA))
         self._forgotten: dict[int, None] = {}
+        self.unstamped = False  # ERL 1 (erl1.Erl1Core): SNACKs went out that the driver must time
 
     # ----------------------------------------------------------------- bookkeeping
     def attach(self, conn: Connection) -> None:
@@ -101,9 +102,27 @@ class SessionCore:
         """Drop a task the caller gave up on; late PDUs for it are discarded, not errors."""
         if self.tasks.pop(t.itt, None) is not None and t.conn is not None and t.kind == "scsi":
             t.conn.outstanding -= 1
-        self._forgotten[t.itt] = None
+        self._tombstone(t.itt)
+
+    def _tombstone(self, itt: int) -> None:
+        self._forgotten[itt] = None
         while len(self._forgotten) > 1024:
             del self._forgotten[next(iter(self._forgotten))]
+
+    def reassign(self, t: Task) -> bool:
+        """Take SCSI task ``t`` off the wire to send it again under a new ITT: the target ended it (an ABORT
+        TASK or a LOGICAL UNIT RESET answered "Function complete"). Late PDUs for the old tag are
+        discarded. False when ``t`` is not outstanding on a connection. The caller queues it again."""
+        if t.conn is None or self.tasks.get(t.itt) is not t:
+            return False
+        del self.tasks[t.itt]
+        t.conn.outstanding -= 1
+        t.conn = None
+        self._tombstone(t.itt)
+        t.itt = self.new_itt()
+        self.tasks[t.itt] = t
+        t.status, t.sense, t.got, t.expdatasn, t.response = -1, b"", 0, 0, 0
+        return True
 
     # ----------------------------------------------------------------- SCSI commands
     def scsi_task(self, lun: int, cdb: bytes, data_out=None, read_len: int = 0,
@@ -135,6 +154,10 @@ class SessionCore:
         t.cmdsn = self.cmdsn
         self.cmdsn = (self.cmdsn + 1) & MASK
         t.got = t.expdatasn = 0
+        return self._frame_command(t, conn)
+
+    def _frame_command(self, t: Task, conn: Connection) -> list:
+        """The SCSI Command PDU of ``t`` (its CmdSN already given) with its immediate and unsolicited data."""
         neg = self.neg
         imm = unsol = 0
         if t.write:
@@ -221,6 +244,16 @@ class SessionCore:
         return pdu.encode(req, conn.header_digest, conn.data_digest)
 
     # ----------------------------------------------------------------- receiving
+    recovers_digest_errors = False  # ERL 0: a digest error drops the connection; erl1.Erl1Core recovers
+
+    def digest_error_handler(self, conn: Connection) -> Callable[[bytes, bytes], None] | None:
+        """What the framer calls with (bhs, ahs) on a data digest error on ``conn``; None: it raises."""
+        return (lambda bhs, ahs: self.bad_data(conn, bhs)) if self.recovers_digest_errors else None
+
+    def bad_data(self, conn: Connection, bhs: bytes) -> None:
+        """A PDU on ``conn`` failed its data digest (only called where `recovers_digest_errors`)."""
+        raise DigestError(f"data digest mismatch on a PDU with opcode 0x{bhs[0] & 0x3F:02x}")
+
     def data_in_sink(self, bhs: bytes, dsl: int) -> memoryview | None:
         """Where a Data-In payload of ``dsl`` bytes goes: a slice of the task's read buffer."""
         itt = _ITT.unpack_from(bhs, 16)[0]

@@ -31,7 +31,7 @@ class Task:
 
     __slots__ = ("buf", "cdb", "cmdsn", "conn", "data_out", "edtl", "error", "expdatasn", "got", "immediate",
                  "itt", "kind", "lun", "overflow", "pdu", "read", "residual", "response", "result",
-                 "retries", "sense", "status", "underflow", "waiter", "write")
+                 "retries", "sense", "sent_at", "status", "underflow", "waiter", "write")
 
     def __init__(self, itt: int, kind: str) -> None:
         self.itt = itt
@@ -54,6 +54,7 @@ class Task:
         self.error: ISCSIError | None = None
         self.waiter = None  # opaque slot for the I/O layer (an asyncio future)
         self.retries = 0
+        self.sent_at = 0.0  # when the I/O layer last put it on the wire (its clock): command timeouts
         self.immediate = False
         self.pdu: pdu.PDU | None = None  # a non-SCSI request, kept to re-encode on the chosen connection
 

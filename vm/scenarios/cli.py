@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vm.harness import GuestError
+from vm.scenarios import restart
 from vm.scenarios.facts import Runner
 from vm.scenarios.lun import LunError
 from vm.scenarios.reboot import power_cut_test, reboot_test
@@ -143,6 +144,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _common(d)
     d.set_defaults(func=cmd_target_down)
+    restart.register(sub, _common, _run, STATE_DIR)
 
 
 def _say(text: str) -> None:

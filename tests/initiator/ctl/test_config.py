@@ -61,6 +61,33 @@ def test_defaults_and_one_line_block(tmp_path):
     assert cfg.initiator_name is None
 
 
+def test_chap_algorithms_and_erl_are_read_in_the_order_given(tmp_path):
+    secret(tmp_path, "i.secret")
+    cfg = parse_file(conf(tmp_path, f"""target a {{
+    targetaddr 127.0.0.1; targetname {IQN}
+    auth chap user u secret-file i.secret algorithms sha256,MD5 sha3-256
+    erl 1
+}}
+target b {{ targetaddr 127.0.0.1; targetname {IQN}; auth chap user u secret-file i.secret }}
+"""))
+    a, b = cfg.target("a").session, cfg.target("b").session
+    assert (a.chap_algorithms, a.erl) == ((7, 5, 8), 1)
+    assert (b.chap_algorithms, b.erl) == ((8, 6, 5), 0)
+
+
+@pytest.mark.parametrize("clause, fragment", [
+    ("auth chap user u secret-file i.secret algorithms sha512", "unknown CHAP algorithm 'sha512'"),
+    ("auth chap user u secret-file i.secret algorithms md5,md5", "named twice"),
+    ("auth chap user u secret-file i.secret algorithms", "no CHAP algorithm named"),
+    ("erl 2", "ErrorRecoveryLevel from 0 to 1"),
+])
+def test_bad_algorithms_and_erl_clauses_name_file_and_line(tmp_path, clause, fragment):
+    secret(tmp_path, "i.secret")
+    p = conf(tmp_path, f"target a {{\n targetaddr 1.2.3.4\n targetname {IQN}\n {clause}\n}}\n")
+    errs = errors_of(p)
+    assert errs[0].startswith(f"{p}:4: ") and fragment in errs[0], errs
+
+
 def test_discovery_target_needs_no_targetname(tmp_path):
     cfg = parse_file(conf(tmp_path, "target d {\n targetaddr 10.1.1.1\n discovery\n}\n"))
     assert cfg.target("d").discovery and cfg.target("d").session.target_name is None
@@ -195,3 +222,21 @@ def test_arbitrary_input_either_parses_or_raises_config_error(tmp_path_factory, 
 def test_missing_top_level_file_is_one_clear_line(tmp_path):
     p = tmp_path / "absent.conf"
     assert errors_of(p) == [f"cannot read {p}: No such file or directory"]
+
+
+def test_command_timeout_clauses_take_seconds_and_report_bad_values_by_line(tmp_path):
+    cfg = parse_file(conf(tmp_path, f"target a {{\n targetaddr 10.0.0.1\n targetname {IQN}\n"
+                                    " command_timeout 2.5; abort_timeout 1\n lu_reset_timeout 4\n}\n"))
+    s = cfg.target("a").session
+    assert (s.command_timeout, s.abort_timeout, s.lu_reset_timeout) == (2.5, 1.0, 4.0)
+    s = parse_file(conf(tmp_path, f"target a {{ targetaddr 10.0.0.1; targetname {IQN}; command_timeout 0 }}\n",
+                        "off.conf")).target("a").session
+    assert (s.command_timeout, s.abort_timeout, s.lu_reset_timeout) == (0.0, 15.0, 30.0)
+    p = conf(tmp_path, f"target a {{\n targetaddr 10.0.0.1\n targetname {IQN}\n abort_timeout 0\n"
+                       " lu_reset_timeout 1e3\n command_timeout -1\n}\n", "bad.conf")
+    with pytest.raises(ConfigError) as e:
+        parse_file(p)
+    assert e.value.errors == [
+        f"{p}:4: abort_timeout: expected seconds from 0.1 to 86400, got '0'",
+        f"{p}:5: lu_reset_timeout: expected seconds from 0.1 to 86400, got '1e3'",
+        f"{p}:6: command_timeout: expected seconds from 0 to 86400, got '-1'"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -27,6 +28,34 @@ def test_each_tool_has_help_with_an_example(capsys, word):
         ctl.main([word, "--help"])
     out = capsys.readouterr().out
     assert "example" in out and "--json" in out and "--timeout" in out
+
+
+def _subcommands() -> list[str]:
+    parser = ctl.build_parser([])
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+@pytest.mark.parametrize("word", _subcommands())
+def test_every_subcommand_help_renders_cleanly(word, capsys):
+    """argparse %-formats help strings: a stray '%' once printed its internals in place of the URL form."""
+    with pytest.raises(SystemExit) as e:
+        ctl.main([word, "--help"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and err == ""
+    assert out.startswith(f"usage: uiscsictl {word}")
+    for leak in ("{'option_strings'", "%(", "%%", "Traceback"):
+        assert leak not in out, f"{word} --help shows {leak!r}:\n{out}"
+    if re.search(r"^  URL ", out, re.MULTILINE):  # a URL argument: its form survives formatting intact
+        assert "iscsi://[user[%secret]@]host[:port]/IQN" in out
+
+
+def test_main_help_lists_the_new_url_arguments(capsys):
+    with pytest.raises(SystemExit):
+        ctl.main(["--help"])
+    out = capsys.readouterr().out
+    for arg in ("chap_algorithms=", "max_connections=", "erl=0|1", "md5, sha1, sha256"):
+        assert arg in out
 
 
 def test_no_command_prints_usage_and_exits_2(capsys):

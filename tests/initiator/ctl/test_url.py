@@ -35,6 +35,27 @@ def test_query_arguments_set_digests_mutual_chap_and_connections():
     assert s.mutual == Chap("t", "tp")
 
 
+def test_chap_algorithms_and_erl_arguments_keep_the_order_given():
+    s = parse_url(f"iscsi://u%p@h/{IQN}/1?chap_algorithms=md5,sha3-256,SHA256&erl=1", env={}).session
+    assert (s.chap_algorithms, s.erl) == ((5, 8, 7), 1)
+    assert parse_url(f"iscsi://u%p@h/{IQN}/1", env={}).session.chap_algorithms == (8, 6, 5)
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("chap_algorithms=sha512", "unknown CHAP algorithm 'sha512'; use some of md5, sha1, sha256, sha3-256"),
+    ("chap_algorithms=md5,,md5", "named twice"),
+    ("erl=2", "use 0 or 1"),
+])
+def test_bad_chap_algorithms_and_erl_arguments_say_why(query, fragment):
+    with pytest.raises(URLError, match=fragment):
+        parse_url(f"iscsi://u%p@h/{IQN}/1?{query}", env={})
+
+
+def test_chap_algorithms_without_credentials_is_refused():
+    with pytest.raises(URLError, match="chap_algorithms needs CHAP credentials"):
+        parse_url(f"iscsi://h/{IQN}/1?chap_algorithms=md5", env={})
+
+
 def test_libiscsi_digest_preference_spellings_are_accepted():
     assert parse_url(f"iscsi://h/{IQN}/1?header_digest=none-crc32c", env={}).session.header_digest
 

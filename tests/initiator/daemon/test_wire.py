@@ -35,6 +35,16 @@ def test_wire_form_round_trips_into_the_same_target(tmp_path):
         3270, 3, (4, 5), "iqn.2026-11.org.example:me")
 
 
+def test_chap_algorithms_and_erl_go_by_name_and_come_back(tmp_path):
+    secret(tmp_path, "i.secret", "abc")
+    cfg = parse_file(conf(tmp_path, f"target a {{\n targetaddr 10.0.0.1\n targetname {IQN}\n"
+                                    " auth chap user u secret-file i.secret algorithms sha1,sha3-256\n erl 1\n}\n"))
+    wire = to_wire(cfg.target("a"), "10.0.0.1", IQN)
+    assert (wire["chap_algorithms"], wire["erl"]) == (["sha1", "sha3-256"], 1)
+    s = from_wire(wire).session
+    assert (s.chap_algorithms, s.erl) == ((6, 8), 1)
+
+
 @pytest.mark.parametrize("change, fragment", [
     ({"address": "disk.example"}, "not an IP address"),
     ({"port": 0}, "out of range"),
@@ -44,9 +54,25 @@ def test_wire_form_round_trips_into_the_same_target(tmp_path):
     ({"target_name": None}, "bad target_name"),
     ({"chap": {"user": "u", "secret": ""}}, "non-empty 'secret'"),
     ({"name": ""}, "needs a 'name'"),
+    ({"chap_algorithms": ["sha512"]}, "unknown CHAP algorithm"),
+    ({"chap_algorithms": "md5"}, "list of names"),
+    ({"erl": 2}, "bad 'erl'"),
 ])
 def test_daemon_side_refuses_bad_wire_targets(change, fragment):
     good = {"name": "a", "address": "127.0.0.1", "target_name": IQN, "initiator_name": IQN}
     from_wire(good)
     with pytest.raises(ValueError, match=fragment):
         from_wire({**good, **change})
+
+
+def test_command_timeouts_travel_to_the_daemon_and_are_range_checked(tmp_path):
+    cfg = parse_file(conf(tmp_path, f"target a {{ targetaddr 10.0.0.1; targetname {IQN}; command_timeout 3;"
+                                    " abort_timeout 0.5; lu_reset_timeout 2 }\n"))
+    s = from_wire(to_wire(cfg.target("a"), "10.0.0.1", IQN)).session
+    assert (s.command_timeout, s.abort_timeout, s.lu_reset_timeout) == (3.0, 0.5, 2.0)
+    good = {"name": "a", "address": "127.0.0.1", "target_name": IQN, "initiator_name": IQN}
+    assert from_wire(good).session.command_timeout == 30.0
+    for key, bad in (("command_timeout", -1), ("abort_timeout", 0), ("lu_reset_timeout", 1e9),
+                     ("command_timeout", "3")):
+        with pytest.raises(ValueError, match=key):
+            from_wire({**good, key: bad})

@@ -132,6 +132,7 @@ def test_mcs_with_four_connections_spreads_commands_over_all_of_them(tgtd):
         s = await open_session(cfg_for(t, max_connections=4))
         try:
             assert s.connections == 4 and s.negotiated.max_connections == 4
+            assert s.connections_granted == 4 and s.connections_notice() is None
             await asyncio.gather(*(s.execute(1, write10(i * 128, 128), data_out=d) for i, d in data.items()))
             bufs = {i: bytearray(65536) for i in data}
             await asyncio.gather(*(s.execute(1, read10(i * 128, 128), read_into=memoryview(bufs[i]))
@@ -149,7 +150,9 @@ def test_istgt_mcs_is_bounded_by_its_max_connections(istgt):
     async def go():
         s = await open_session(cfg_for(t, max_connections=4))
         try:
-            assert s.connections == 2
+            assert s.connections == s.connections_granted == 2
+            notice = s.connections_notice()
+            assert notice is not None and "granted 2 of the 4 connections asked" in notice
             await write_read_verify(s, 0, 0, os.urandom(1 << 20))
         finally:
             await s.close()

@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from initiator.errors import AuthenticationError, LocalProtocolError, NegotiationError
-from initiator.protocol.chap import ALGORITHMS, ChapInitiator, chap_response, decode_binary, encode_binary
+from initiator.protocol.chap import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHMS,
+    ChapInitiator,
+    algorithm_names,
+    chap_response,
+    decode_binary,
+    encode_binary,
+    parse_algorithms,
+)
 
 CHALLENGE = bytes(range(16))
 
@@ -98,6 +107,16 @@ def test_target_reflecting_our_challenge_is_refused():
 def test_bad_target_chap_keys_are_refused(keys, err, why):
     with pytest.raises(err, match=why):
         ChapInitiator("u", "s3cret-000000").challenge(keys)
+
+
+def test_algorithm_names_parse_in_the_order_given_and_back():
+    assert parse_algorithms("sha3-256,MD5 sha256") == (8, 5, 7)
+    assert algorithm_names((8, 5, 7)) == ["sha3-256", "md5", "sha256"]
+    assert algorithm_names(DEFAULT_ALGORITHMS) == ["sha3-256", "sha1", "md5"]
+    for text, why in (("", "no CHAP algorithm"), ("sha1,sha-1", "unknown CHAP algorithm 'sha-1'"),
+                      ("md5,md5", "named twice")):
+        with pytest.raises(ValueError, match=why):
+            parse_algorithms(text)
 
 
 def test_secrets_never_appear_in_repr_or_errors():

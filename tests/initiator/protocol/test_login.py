@@ -44,6 +44,22 @@ def echo(req: pdu.LoginRequest) -> list[tuple[str, str]]:
     return [(k, v.split(",")[-1]) for k, v in decode_text(req.data) if k not in ("MaxRecvDataSegmentLength",)]
 
 
+def test_a_login_closed_before_any_answer_hints_at_chap_only_when_none_was_offered():
+    """LIO closes a login that offers no CHAP to a target requiring it, without a Login Response."""
+    from initiator.errors import ConnectionLost
+    m = make()
+    m.start()
+    hinted = m.closed(ConnectionLost("connection 0 to the target closed"))
+    assert type(hinted) is ConnectionLost and "may require CHAP" in str(hinted)
+    with_chap = make(chap_user="u", chap_secret="s3cret-000000")
+    with_chap.start()
+    plain = ConnectionLost("connection 0 to the target closed")
+    assert with_chap.closed(plain) is plain
+    later = make()
+    later.receive(answer(later.start(), [("AuthMethod", "None")], transit=True))
+    assert later.closed(plain) is plain  # the target answered: something else went wrong
+
+
 def test_plain_login_walks_security_operational_full_feature():
     m = make()
     req = m.start()
