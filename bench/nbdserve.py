@@ -8,6 +8,10 @@ and fio's nbd engine (libnbd, C) drives it with the six perfbench workloads. For
 server's CPU time from /proc, so the figure that matters is **microseconds of server CPU per I/O**:
 steadier than IOPS on a shared machine, and what the guest multiplies.
 
+``--callgrind IOS`` runs the servers under valgrind instead and counts the user-space instructions each
+executes per request over IOS requests: a figure the machine's load does not move, for A/B of small changes
+(valgrind is in scripts/bootstrap.sh's list).
+
 ``--baseline TREE`` runs a second server from another checkout (its ``initiator`` package first on
 sys.path, our venv's Python) in every round, alternating who goes first, and reports ours/baseline as
 the median of pairwise ratios and the ratio of the medians, flagging disagreement. ``--reference`` adds
@@ -144,11 +148,13 @@ class Side:
                 self.proc.kill()
 
 
-def start_server(name: str, tree: Path, url: str, workdir: Path, event_loop: str) -> Side:
+def start_server(name: str, tree: Path, url: str, workdir: Path, event_loop: str, callgrind: bool = False) -> Side:
     path = str(workdir / f"{name}.sock")
     env = {**os.environ, "PYTHONPATH": str(tree), "UISCSI_EVENT_LOOP": event_loop}
     log = open(workdir / f"{name}.log", "wb")       # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", "--socket", path,
+    wrap = (["valgrind", "--tool=callgrind", "--instr-atstart=no",
+             f"--callgrind-out-file={workdir / name}.callgrind"] if callgrind else [])
+    proc = subprocess.Popen([*wrap, sys.executable, str(Path(__file__).resolve()), "--serve", "--socket", path,
                              "--url", url], stdout=subprocess.PIPE, stderr=log, env=env, cwd=tree)
     line = proc.stdout.readline()
     if line.strip() != b"ready":
@@ -188,19 +194,47 @@ def fio_run(side: Side, w, seconds: float) -> dict:
     return {"iops": round(job["iops"], 1), "cpu_us_per_io": round(cpu / ios * 1e6, 2), "ios": ios}
 
 
+def callgrind_run(side: Side, w, ios: int, workdir: Path) -> dict:
+    """User-space instructions the server executes per I/O (valgrind's count: steady under any load), over
+    ``ios`` requests of workload ``w``; system calls are not in it."""
+    rw = ("rand" if w.random else "") + ("write" if w.write else "read")
+    pid = str(side.proc.pid)
+    ctl = ["callgrind_control"]
+    subprocess.run([*ctl, "-i", "on", pid], capture_output=True, check=True, timeout=60)
+    subprocess.run([*ctl, "-z", pid], capture_output=True, check=True, timeout=60)
+    before = set(workdir.glob(f"{side.name}.callgrind*"))
+    r = subprocess.run(["fio", "--name=nbdserve", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={side.socket_path}",
+                        f"--rw={rw}", f"--bs={w.block_size}", f"--iodepth={w.queue_depth}", f"--number_ios={ios}",
+                        "--norandommap", "--randrepeat=0", "--output-format=json"],
+                       capture_output=True, text=True, timeout=ios + 120, check=False)
+    subprocess.run([*ctl, "-d", pid], capture_output=True, check=True, timeout=60)
+    subprocess.run([*ctl, "-i", "off", pid], capture_output=True, check=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"fio against {side.name} failed: {(r.stdout + r.stderr)[-400:]}")
+    job = json.loads(r.stdout[r.stdout.find("{"):])["jobs"][0]["write" if w.write else "read"]
+    dumps = sorted(set(workdir.glob(f"{side.name}.callgrind*")) - before, key=lambda p: p.stat().st_mtime)
+    total = 0
+    for line in dumps[-1].read_text().splitlines() if dumps else []:
+        if line.startswith(("summary:", "totals:")):
+            total = int(line.split()[1])
+    done = job["total_ios"] or 1
+    return {"instr_per_io": round(total / done), "ios": done}
+
+
 def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else 0.0
 
 
-def summarise(workloads, samples: dict, sides: list[str]) -> list[dict]:
+def summarise(workloads, samples: dict, sides: list[str], keys: tuple[str, ...] = ("iops", "cpu_us_per_io")
+              ) -> list[dict]:
     rows = []
     for w in workloads:
         s = samples[w.name]
         row = {"workload": w.name, "label": w.label, "rounds": len(s), "samples": s}
         for side in sides:
-            row[side] = {k: statistics.median(x[side][k] for x in s) for k in ("iops", "cpu_us_per_io")}
+            row[side] = {k: statistics.median(x[side][k] for x in s) for k in keys}
         for other in sides[1:]:
-            for k in ("iops", "cpu_us_per_io"):
+            for k in keys:
                 pairs = statistics.median(_ratio(x["ours"][k], x[other][k]) for x in s)
                 rom = _ratio(row["ours"][k], row[other][k])
                 row[f"{k}_vs_{other}"] = {"ratio": pairs, "ratio_of_medians": rom,
@@ -210,6 +244,8 @@ def summarise(workloads, samples: dict, sides: list[str]) -> list[dict]:
 
 
 def table(doc: dict) -> str:
+    if doc.get("callgrind"):
+        return callgrind_table(doc)
     sides = doc["sides"]
     head = f"{'workload':34}" + "".join(f" {s + ' IOPS':>15} {'µs/IO':>7}" for s in sides)
     others = sides[1:]
@@ -232,6 +268,25 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def callgrind_table(doc: dict) -> str:
+    sides = doc["sides"]
+    head = f"{'workload':34}" + "".join(f" {s + ' instr/IO':>22}" for s in sides)
+    head += "".join(f"  {'ours/' + o:>18}" for o in sides[1:])
+    lines = [head, "-" * len(head)]
+    for r in doc["workloads"]:
+        line = f"{r['label']:34}" + "".join(f" {r[s]['instr_per_io']:>22,.0f}" for s in sides)
+        for o in sides[1:]:
+            c = r[f"instr_per_io_vs_{o}"]
+            line += f"  {c['ratio']:>11.3f} ({c['ratio_of_medians']:.3f}){'!' if c['disagree'] else ' '}"
+        lines.append(line)
+    lines.append(f"instr/IO = user-space instructions of the server process per request (valgrind callgrind, "
+                 f"{doc['ios']} requests per run; system calls not counted); ratios: median of pairwise ratios "
+                 f"(ratio of medians). {doc['rounds']} rounds, event loop {doc['event_loop']}; {doc['date']}.")
+    if doc.get("baseline"):
+        lines.append(f"baseline: {doc['baseline']} (event loop {doc['baseline_event_loop']})")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> dict:
     sys.path[:0] = [str(HERE), str(ROOT)]
     from perfbench import WORKLOADS, _prefill
@@ -248,20 +303,25 @@ def run(args: argparse.Namespace) -> dict:
         target = Tgt.start_retrying(workdir=workdir, size_mb=args.lun_mb)
         _prefill(target.backing[0], args.lun_mb)
         url = target.url(1)
-        servers.append(start_server("ours", ROOT, url, workdir, args.event_loop))
+        cg = args.callgrind is not None
+        servers.append(start_server("ours", ROOT, url, workdir, args.event_loop, cg))
         if args.baseline is not None:
-            servers.append(start_server("baseline", args.baseline, url, workdir, args.baseline_event_loop))
-        if args.reference:
+            servers.append(start_server("baseline", args.baseline, url, workdir, args.baseline_event_loop, cg))
+        if args.reference and not cg:
             servers.append(start_qemu_nbd(target.backing[0], workdir))
         load_before = os.getloadavg()
         for rnd in range(1, args.rounds + 1):
             for w in workloads:
                 order = servers if rnd % 2 else servers[::-1]
-                sample = {s.name: fio_run(s, w, args.seconds) for s in order}
+                if cg:
+                    sample = {s.name: callgrind_run(s, w, args.callgrind, workdir) for s in order}
+                    text = "   ".join(f"{n} {v['instr_per_io']:11,} instr/IO" for n, v in sample.items())
+                else:
+                    sample = {s.name: fio_run(s, w, args.seconds) for s in order}
+                    text = "   ".join(f"{n} {v['iops']:9,.0f} IOPS {v['cpu_us_per_io']:7.1f} µs/IO"
+                                      for n, v in sample.items())
                 samples[w.name].append(sample)
-                print(f"round {rnd}/{args.rounds} {w.name:20} " + "   ".join(
-                    f"{n} {v['iops']:9,.0f} IOPS {v['cpu_us_per_io']:7.1f} µs/IO" for n, v in sample.items()),
-                    file=sys.stderr, flush=True)
+                print(f"round {rnd}/{args.rounds} {w.name:20} {text}", file=sys.stderr, flush=True)
     finally:
         for s in servers:
             s.stop()
@@ -274,7 +334,9 @@ def run(args: argparse.Namespace) -> dict:
             "baseline": str(args.baseline) if args.baseline else None, "baseline_event_loop": args.baseline_event_loop,
             "sides": sides, "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "workloads": summarise(workloads, samples, sides)}
+            "callgrind": args.callgrind is not None, "ios": args.callgrind,
+            "workloads": summarise(workloads, samples, sides,
+                                   ("instr_per_io",) if args.callgrind is not None else ("iops", "cpu_us_per_io"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="the baseline server's loop (default auto)")
     p.add_argument("--reference", action="store_true", help="add qemu-nbd serving the backing file (no iSCSI)")
+    p.add_argument("--callgrind", type=int, metavar="IOS",
+                   help="run the servers under valgrind and count user-space instructions per I/O over IOS requests "
+                        "per run instead of timing: the same figure under any load (slow: try 2000)")
     p.add_argument("--json", action="store_true", help="print the result, samples included, as JSON")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--socket", help=argparse.SUPPRESS)
@@ -304,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline = args.baseline.resolve()
         if not (args.baseline / "initiator" / "kernel").is_dir():
             p.error(f"{args.baseline} is not a checkout with initiator/kernel")
-    missing = [t for t in ("tgtd", "fio", *(["qemu-nbd"] if args.reference else [])) if shutil.which(t) is None]
+    missing = [t for t in ("tgtd", "fio", *(["qemu-nbd"] if args.reference else []),
+                           *(["valgrind", "callgrind_control"] if args.callgrind else [])) if shutil.which(t) is None]
     if missing:
         print(f"nbdserve: missing {', '.join(missing)} (run ./scripts/bootstrap.sh)", file=sys.stderr)
         return 1

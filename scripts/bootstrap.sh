@@ -11,8 +11,9 @@ APT_PACKAGES=(
   # (help2man runs the programs), lintian, and mmdebstrap for the guest's root
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man lintian
   python3-psutil python3-jinja2 python3-crc32c python3-setproctitle python3-uvloop mmdebstrap
-  # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root
-  open-iscsi fio
+  # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root;
+  # bench/nbdserve.py --callgrind and perfbench.py --callgrind: valgrind's instruction counts
+  open-iscsi fio valgrind
 )
 
 missing=()
