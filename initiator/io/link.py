@@ -11,6 +11,7 @@ PDUs were handed to the core, the connection was lost, the socket can take more.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -110,7 +111,7 @@ class Link(asyncio.BufferedProtocol):
         """Login done: PDUs from now on go to the session core, payloads into callers' buffers."""
         st = self.state
         rest = self.framer.take_rest()
-        self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
+        self.framer = Framer(functools.partial(core.receive, st), core.data_in_sink, st.max_recv_dsl,
                              st.header_digest, st.data_digest)
         self.framer.on_bad_data = core.digest_error_handler(st)
         self.ffp = True
