@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import struct
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import ISCSIError
@@ -117,6 +119,32 @@ def _failed(res, what: str) -> None:
     raise BlockError(errno_for(e), str(e)) from e
 
 
+def _outcome(t, what: str) -> tuple[int, str]:
+    """The errno and message for a finished command (a `Session.submit` task) that did not end GOOD."""
+    if t.error is not None:
+        return errno.EIO, f"{what}: {t.error}"
+    if t.response:
+        return errno.EIO, f"{what}: the target failed the command (iSCSI response 0x{t.response:02x})"
+    e = scsi.SCSIError(t.status, t.sense, what)
+    return errno_for(e), str(e)
+
+
+def _read_done(lba: int, length: int, on_done: Callable[[int, str], None], t) -> None:
+    if t.error is not None or t.response or t.status != GOOD:
+        on_done(*_outcome(t, f"READ(16) at LBA {lba}"))
+    elif t.data_len != length:
+        on_done(errno.EIO, f"READ(16) at LBA {lba}: got {t.data_len} of {length} bytes")
+    else:
+        on_done(0, "")
+
+
+def _write_done(lba: int, on_done: Callable[[int, str], None], t) -> None:
+    if t.error is not None or t.response or t.status != GOOD:
+        on_done(*_outcome(t, f"WRITE(16) at LBA {lba}"))
+    else:
+        on_done(0, "")
+
+
 class IscsiLun:
     """One LUN of a logged-in `io.session.Session`, as a block backend. Build it with `open`."""
 
@@ -155,6 +183,33 @@ class IscsiLun:
         except ISCSIError:
             pass                         # no (or a malformed) VPD page: the kernel's own request size stays
         return lun_
+
+    def start_read(self, offset: int, buf: memoryview, on_done: Callable[[int, str], None]) -> None:
+        """READ(16) of ``len(buf)`` bytes at ``offset`` straight into ``buf``, without a coroutine (the NBD
+        server's data path, through `Session.submit`): ``on_done(errno, message)`` runs once, in the loop,
+        errno 0 when every byte arrived. Raises BlockError when the command cannot even start."""
+        bs, length = self.block_size, len(buf)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            self.session.submit(self.lun, _READ16(0x88, 0, lba, length // bs, 0, 0),
+                                functools.partial(_read_done, lba, length, on_done), read_into=buf)
+        except ISCSIError as e:
+            raise BlockError(errno.EIO, f"READ(16) at LBA {lba}: {e}") from e
+
+    def start_write(self, offset: int, data: bytes | memoryview, fua: bool,
+                    on_done: Callable[[int, str], None]) -> None:
+        """WRITE(16) of ``data`` at ``offset`` (FUA bit when asked), as `start_read` is for reads."""
+        bs, length = self.block_size, len(data)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            self.session.submit(self.lun, _READ16(0x8A, 0x08 if fua else 0, lba, length // bs, 0, 0),
+                                functools.partial(_write_done, lba, on_done), data_out=data)
+        except ISCSIError as e:
+            raise BlockError(errno.EIO, f"WRITE(16) at LBA {lba}: {e}") from e
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
         buf = bytearray(length)

@@ -11,15 +11,19 @@ Built for few system calls and few wake-ups per request, which is what a request
 - the replies finished in one loop iteration go out together in **one** ``writev``, so the kernel's
   receive thread wakes once for them all; the reply that leaves nothing else in flight (queue depth 1)
   goes out at once instead of a loop iteration later;
-- each request runs as one small coroutine; there is no semaphore. When ``window`` requests (or
-  ``window_bytes``) are in flight the server stops reading until one finishes: the back pressure reaches
-  the kernel, whose own tag limit is 128 per socket anyway.
+- a read or a write costs no task, future or coroutine: a backend with ``start_read``/``start_write``
+  (IscsiLun, through `Session.submit`) calls back when the command ends, in the same loop iteration as the
+  receive that ended it; other requests (flush, trim, other backends) run as one small coroutine each;
+- there is no semaphore: when ``window`` requests (or ``window_bytes``) are in flight the server stops
+  reading until one finishes; the back pressure reaches the kernel, whose own tag limit is 128 per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -92,13 +96,16 @@ class RequestServer:
         self._payload_req: tuple | None = None
         self._ppos = 0
         self._bytes = 0                               # payload bytes in flight
+        self._in_flight = 0                           # requests taken and not yet answered
+        self._idle: asyncio.Future | None = None      # set when the last one is answered (at the end)
         self._reading = False
         self._ending: str | None = None               # why we stopped taking requests
         self._out: list = []                          # reply buffers not yet written
         self._flush_soon = False
         self._writer = False
         self._tasks: set[asyncio.Task] = set()
-        self._read_into = getattr(backend, "read_into", None)
+        self._start_read = getattr(backend, "start_read", None)      # the callback data path, when it has one
+        self._start_write = getattr(backend, "start_write", None)
         sock.setblocking(False)
         self._resume()
 
@@ -180,7 +187,7 @@ class RequestServer:
                 self._dispatch(cmd, flags, handle, offset, length, None)
         if self._start == self._end:
             self._start = self._end = 0
-        if self._reading and (self.stats.in_flight >= self.window or self._bytes >= self.window_bytes):
+        if self._reading and (self._in_flight >= self.window or self._bytes >= self.window_bytes):
             self._pause()
 
     def _payload_done(self) -> None:
@@ -196,28 +203,46 @@ class RequestServer:
         st.commands[name] = st.commands.get(name, 0) + 1
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
-        size = length if cmd in (CMD_READ, CMD_WRITE) else 0
+        self._in_flight += 1
+        size = length if cmd == CMD_READ or cmd == CMD_WRITE else 0
         self._bytes += size
+        if cmd == CMD_READ and self._start_read is not None:
+            data = bytearray(length)
+            done = functools.partial(self._done, cmd, handle, offset, length, size, data)
+            try:
+                self._start_read(offset, memoryview(data), done)
+            except BlockError as e:
+                done(e.errno, str(e))
+            except Exception:           # the daemon must survive a backend bug: fail this I/O only
+                log.exception("%s: read at %d+%d failed", self.name, offset, length)
+                done(errno.EIO, "")
+            return
+        if cmd == CMD_WRITE and self._start_write is not None:
+            done = functools.partial(self._done, cmd, handle, offset, length, size, None)
+            try:
+                self._start_write(offset, payload, bool(flags & CMD_FLAG_FUA), done)
+            except BlockError as e:
+                done(e.errno, str(e))
+            except Exception:
+                log.exception("%s: write at %d+%d failed", self.name, offset, length)
+                done(errno.EIO, "")
+            return
         task = self.loop.create_task(self._handle(cmd, flags, handle, offset, length, size, payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, cmd: int, flags: int, handle: int, offset: int, length: int, size: int,
                       payload) -> None:
-        backend, st = self.backend, self.stats
+        """A request the backend serves as a coroutine (flush, trim; reads and writes of backends without
+        ``start_read``/``start_write``)."""
+        backend = self.backend
         data = None
-        err = 0
+        err, message = 0, ""
         try:
             if cmd == CMD_READ:
-                if self._read_into is not None:
-                    data = bytearray(length)
-                    await self._read_into(offset, memoryview(data))
-                else:
-                    data = await backend.read(offset, length)
-                st.bytes_read += length
+                data = await backend.read(offset, length)
             elif cmd == CMD_WRITE:
                 await backend.write(offset, payload, bool(flags & CMD_FLAG_FUA))
-                st.bytes_written += length
             elif cmd == CMD_FLUSH:
                 await backend.flush()
             elif cmd == CMD_TRIM:
@@ -225,26 +250,43 @@ class RequestServer:
             else:
                 err = errno.EINVAL
         except BlockError as e:
-            err = e.errno
-            log.warning("%s: %s at %d+%d failed: %s", self.name, CMD_NAMES.get(cmd, cmd), offset, length, e)
+            err, message = e.errno, str(e)
         except asyncio.CancelledError:
+            self.stats.in_flight -= 1
+            self._in_flight -= 1
+            self._bytes -= size
             raise
         except Exception:               # the daemon must survive a backend bug: fail this I/O only
             err = errno.EIO
             log.exception("%s: %s at %d+%d failed", self.name, CMD_NAMES.get(cmd, cmd), offset, length)
-        finally:
-            st.in_flight -= 1
-            self._bytes -= size
+        self._done(cmd, handle, offset, length, size, data, err, message)
+
+    def _done(self, cmd: int, handle: int, offset: int, length: int, size: int, data, err: int,
+              message: str) -> None:
+        """One request finished (``err`` 0) or failed: count it, reply, read again if the window allows."""
+        st = self.stats
+        st.in_flight -= 1
+        self._in_flight -= 1
+        self._bytes -= size
         if err:
             st.completed_error += 1
             key = errno.errorcode.get(err, str(err))
             st.errors_by_errno[key] = st.errors_by_errno.get(key, 0) + 1
+            if message:
+                log.warning("%s: %s at %d+%d failed: %s", self.name, CMD_NAMES.get(cmd, cmd), offset, length,
+                            message)
             data = None
         else:
             st.completed_ok += 1
+            if cmd == CMD_READ:
+                st.bytes_read += length
+            elif cmd == CMD_WRITE:
+                st.bytes_written += length
         self._reply(handle, err, data)
-        if not self._reading and self._ending is None and st.in_flight < self.window \
-                and self._bytes < self.window_bytes:
+        if self._ending is not None:
+            if not self._in_flight and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+        elif not self._reading and self._in_flight < self.window and self._bytes < self.window_bytes:
             self._resume()
 
     # ------------------------------------------------------------------ replying
@@ -257,7 +299,7 @@ class RequestServer:
             out.append(data)
         if self._writer:
             return                      # the socket is full: the writer callback sends it all
-        if self.stats.in_flight == 0:   # nothing else is coming soon: no reason to wait a loop iteration
+        if not self._in_flight:         # nothing else is coming soon: no reason to wait a loop iteration
             self._flush()
         elif not self._flush_soon:
             self._flush_soon = True
@@ -312,8 +354,10 @@ class RequestServer:
         self.loop.create_task(self._drain())
 
     async def _drain(self) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=30)
+        if self._in_flight:
+            self._idle = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle, 30)
         for _ in range(500):        # the last replies, while the kernel still reads them (at most 5 s)
             self._flush()
             if not self._out:
