@@ -97,6 +97,7 @@ class RequestServer:
         self._ppos = 0
         self._bytes = 0                               # payload bytes in flight
         self._in_flight = 0                           # requests taken and not yet answered
+        self._parsing = False
         self._idle: asyncio.Future | None = None      # set when the last one is answered (at the end)
         self._reading = False
         self._ending: str | None = None               # why we stopped taking requests
@@ -153,10 +154,26 @@ class RequestServer:
         self._buf[:live] = self._mv[self._start:self._end]
         self._start, self._end = 0, live
 
+    def _full(self) -> bool:
+        return self._in_flight >= self.window or self._bytes >= self.window_bytes
+
     def _parse(self) -> None:
-        """Dispatch every whole request in the receive buffer."""
+        """Dispatch every whole request in the receive buffer, as long as the window has room."""
+        if self._parsing:           # a request failed at once, inside _dispatch: its caller goes on
+            return
+        self._parsing = True
+        try:
+            self._parse_all()
+        finally:
+            self._parsing = False
+        if self._start == self._end:
+            self._start = self._end = 0
+        if self._reading and self._full():
+            self._pause()
+
+    def _parse_all(self) -> None:
         mv = self._mv
-        while self._ending is None and self._payload is None:
+        while self._ending is None and self._payload is None and not self._full():
             p = self._start
             if self._end - p < _REQ:
                 break
@@ -185,10 +202,6 @@ class RequestServer:
                 if cmd == CMD_READ and length > MAX_REQUEST:
                     raise NbdError(f"NBD read of {length} bytes is larger than {MAX_REQUEST}")
                 self._dispatch(cmd, flags, handle, offset, length, None)
-        if self._start == self._end:
-            self._start = self._end = 0
-        if self._reading and (self._in_flight >= self.window or self._bytes >= self.window_bytes):
-            self._pause()
 
     def _payload_done(self) -> None:
         cmd, flags, handle, offset, length = self._payload_req
@@ -286,8 +299,14 @@ class RequestServer:
         if self._ending is not None:
             if not self._in_flight and self._idle is not None and not self._idle.done():
                 self._idle.set_result(None)
-        elif not self._reading and self._in_flight < self.window and self._bytes < self.window_bytes:
+        elif not self._reading and not self._full():
             self._resume()
+            if self._end > self._start and self._payload is None:     # requests the window held back
+                try:
+                    self._parse()
+                except NbdError as e:
+                    log.error("%s: %s; dropping the device", self.name, e)
+                    self._stop(str(e))
 
     # ------------------------------------------------------------------ replying
     def _reply(self, handle: int, err: int, data) -> None:
