@@ -115,6 +115,10 @@ class Link(asyncio.BufferedProtocol):
                              st.header_digest, st.data_digest)
         self.framer.on_bad_data = core.digest_error_handler(st)
         self.ffp = True
+        # receive straight into the framer's buffers: uvloop takes get_buffer once per set_protocol
+        self.get_buffer = self.framer.get_buffer
+        if self.transport is not None:
+            self.transport.set_protocol(self)
         if rest:
             self.buffer_updated_from(rest)
 
@@ -141,6 +145,8 @@ class Link(asyncio.BufferedProtocol):
         elif self.state.outstanding > 1:
             self.cork = list(bufs)
             self.loop.call_soon(self._uncork)
+        elif self.fd < 0 and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(bufs)     # uvloop: its writelines is the vectored write
         else:
             self._write(bufs)
 

@@ -415,7 +415,8 @@ class Session:
         core = self.core
         if core.unstamped:
             self._snack_timer()
-        self._flush_out()
+        if core.out:
+            self._flush_out()
         if core.done:
             done, core.done = core.done, []
             for t in done:

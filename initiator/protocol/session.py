@@ -59,6 +59,8 @@ class SessionCore:
         self._discard = memoryview(bytearray(pdu.LOGIN_MAX_DATA))
         self._forgotten: dict[int, None] = {}
         self.unstamped = False  # ERL 1 (erl1.Erl1Core): SNACKs went out that the driver must time
+        # No subclass (erl1.Erl1Core) hooks the status bookkeeping: _data_in may do it inline
+        self._plain = type(self)._sns is SessionCore._sns and type(self)._complete_scsi is SessionCore._complete_scsi
 
     # ----------------------------------------------------------------- bookkeeping
     def attach(self, conn: Connection) -> None:
@@ -323,7 +325,11 @@ class SessionCore:
     def _data_in(self, conn: Connection, bhs: bytes, data) -> None:
         (_, flags, _, status, hl, _, itt, _, statsn, expcmdsn, maxcmdsn, datasn, _, residual) = _DIN.unpack(bhs)
         has_status = flags & 0x01
-        self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(has_status))
+        if (self._plain and has_status and statsn == conn.expstatsn and expcmdsn == self.expcmdsn
+                and maxcmdsn == self.maxcmdsn):
+            conn.expstatsn = (statsn + 1) & MASK    # the usual case of _sns: the next status, no window news
+        else:
+            self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(has_status))
         t = self.tasks.get(itt)
         if t is None:
             if itt in self._forgotten:
@@ -342,7 +348,13 @@ class SessionCore:
             t.overflow = bool(flags & 0x04)
             t.underflow = bool(flags & 0x02)
             t.residual = residual
-            self._complete_scsi(t)
+            if status or not self._plain:
+                self._complete_scsi(t)
+            else:                                   # GOOD, and no subclass to tell: _finish written out
+                del self.tasks[itt]
+                if t.conn is not None and t.kind == "scsi":
+                    t.conn.outstanding -= 1
+                self.done.append(t)
 
     def _scsi_rsp(self, conn: Connection, bhs: bytes, data) -> None:
         (_, flags, response, status, _, _, itt, _, statsn, expcmdsn, maxcmdsn, _, _, residual) = _DIN.unpack(bhs)
