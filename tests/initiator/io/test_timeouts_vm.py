@@ -51,7 +51,7 @@ mkfs.ext4 -q -F $DEV && mkdir -p /mnt/t && mount -t ext4 $DEV /mnt/t; echo $? > 
 now() {{ date +%s.%N; }}
 lba_of() {{ filefrag -v -b512 "$1" | awk '$1 == "0:" {{ sub(/\.\..*/, "", $4); print $4; exit }}'; }}
 ask() {{   # ask the host for a proxy rule and wait until it is in place
-    echo "$2" > $R/$1.request
+    echo "$2" > $R/$1.part && mv $R/$1.part $R/$1.request   # whole, or not there: the host polls
     for i in $(seq 300); do test -e $R/$1.ready && return 0; sleep 0.1; done
     return 1
 }}
@@ -100,7 +100,7 @@ class Requests:
         while not self.stop.wait(0.1):
             for req in sorted(self.results.glob("*.request")):
                 name, words = req.stem, req.read_text().split()
-                if name in self.done:
+                if name in self.done or not words:
                     continue
                 if words[0] == "heal":
                     self.proxy.heal()

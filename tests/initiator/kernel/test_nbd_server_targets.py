@@ -35,9 +35,7 @@ def test_many_requests_in_flight_are_answered_by_handle_and_land_on_the_lun(tgtd
             dev = nbd_ioctl.NbdDevice(-1, -1, lun, queue_depth=16)     # a window smaller than the burst
             serve = asyncio.create_task(dev.serve_socket(ours))
             r, w = await asyncio.open_connection(sock=kernel)
-            handle = 0
-            for i, data in blocks.items():          # 96 writes at once, then a 1 MiB one, a flush and a bad read
-                handle += 1
+            for handle, (i, data) in enumerate(blocks.items(), 1):  # 96 writes, a 1 MiB one, a flush, a bad read
                 w.write(nbd_wire.encode_request(nbd_wire.Request(nbd_wire.CMD_WRITE, 0, handle, i * 4096, 4096)))
                 w.write(data)
             w.write(nbd_wire.encode_request(nbd_wire.Request(nbd_wire.CMD_WRITE, nbd_wire.CMD_FLAG_FUA, 1000,
