@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from asyncio import selector_events
 from typing import Protocol
@@ -24,9 +23,9 @@ from ..protocol.connection import Connection, Event
 from ..protocol.framer import Framer, PduReader
 from ..protocol.login import LoginMachine, LoginParams
 from ..protocol.session import SessionCore
+from .vectored import writev_from
 
 log = logging.getLogger("initiator.transport")
-IOV_MAX = 1024  # buffers per writev (Linux UIO_MAXIOV)
 
 
 class LinkOwner(Protocol):
@@ -166,26 +165,11 @@ class Link(asyncio.BufferedProtocol):
             t.writelines(bufs)
             return
         if not t.get_write_buffer_size():
-            i, n = 0, len(bufs)
-            while i < n:
-                chunk = bufs[i:i + IOV_MAX]
-                try:
-                    sent = os.writev(fd, chunk)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break  # the transport's own write below meets the same error and reports it
-                for b in chunk:
-                    size = len(b)
-                    if sent < size:
-                        if sent:
-                            bufs[i] = memoryview(b)[sent:]
-                        break
-                    sent -= size
-                    i += 1
-                else:
-                    continue
-                break
+            try:
+                i = writev_from(fd, bufs)
+            except OSError:
+                i = 0   # the transport's own write below meets the same error and reports it
+            n = len(bufs)
             if i == n:
                 return
             bufs = bufs[i:]

@@ -25,10 +25,10 @@ import contextlib
 import errno
 import functools
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 
+from ..io.vectored import writev_from
 from .backends import BlockBackend, BlockError
 from .nbd_wire import (
     CMD_DISC,
@@ -51,7 +51,6 @@ log = logging.getLogger("uiscsid.nbd")
 WINDOW = 128                 # requests in flight before we stop reading (nbd.c's tag set depth per socket)
 WINDOW_BYTES = 64 << 20      # payload bytes in flight before we stop reading (bounded memory)
 RECV_BUFFER = 256 << 10      # request headers and small write payloads land here
-IOV_MAX = 1024               # buffers per writev (Linux UIO_MAXIOV)
 _REQ = REQUEST.size
 _unpack_request = REQUEST.unpack_from
 _pack_reply = REPLY.pack
@@ -378,24 +377,8 @@ class RequestServer:
         if not out or self._writer:
             return
         fd = self.fd
-        i, n = 0, len(out)
         try:
-            while i < n:
-                chunk = out[i:i + IOV_MAX]
-                sent = os.writev(fd, chunk)
-                for b in chunk:
-                    size = len(b)
-                    if sent < size:
-                        if sent:
-                            out[i] = memoryview(b)[sent:]
-                        break
-                    sent -= size
-                    i += 1
-                else:
-                    continue
-                break
-        except (BlockingIOError, InterruptedError):
-            pass
+            i = writev_from(fd, out)
         except OSError as e:            # the kernel went away: these replies have no reader
             log.debug("%s: reply not sent: %s", self.name, e)
             out.clear()
