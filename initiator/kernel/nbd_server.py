@@ -16,6 +16,9 @@ Built for few system calls and few wake-ups per request, which is what a request
   receive that ended it; other requests (flush, trim, other backends) run as one small coroutine each;
 - there is no semaphore: when ``window`` requests (or ``window_bytes``) are in flight the server stops
   reading until one finishes; the back pressure reaches the kernel, whose own tag limit is 128 per socket.
+
+The module is long on purpose (over 400 lines): reading, the window, dispatch and the batched replies share
+one object's state on the per-request path, and splitting them across modules would add calls to every request.
 """
 
 from __future__ import annotations
