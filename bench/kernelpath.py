@@ -39,6 +39,7 @@ ROOT = HERE.parent
 GUEST_SCRIPT = HERE / "guest" / "kernelpath.sh"
 THEIRS = "open-iscsi"
 REFERENCE = "qemu-nbd"   # optional third side: the NBD hop alone, served by C from guest RAM
+BASELINE = "baseline"   # optional side: uiscsid from another checkout (--baseline TREE), for A/B of a change
 ATTACH = {"nbd": ("nbd",), "netlink": ("netlink",), "both": ("nbd", "netlink")}
 BAR = 0.5               # issue 15: ours >= 0.5 x open-iscsi on every workload
 DISAGREE = 0.10         # the two ratio estimates differ by more than this (relative): say so
@@ -68,13 +69,18 @@ def fio_args(w: Workload, seconds: float) -> str:
             f"--runtime={seconds:g} --time_based --norandommap --randrepeat=0")
 
 
-def plan(workloads: list[Workload], rounds: int, ours: tuple[str, ...], reference: bool = False) -> list[Run]:
+def plan(workloads: list[Workload], rounds: int, ours: tuple[str, ...], reference: bool = False,
+         baseline: bool = False) -> list[Run]:
     """Per round and workload: each of our attach modes, with open-iscsi's run after the first (A B A ...),
-    and the qemu-nbd reference last when asked for."""
+    then the baseline checkout's uiscsid and the qemu-nbd reference when asked for. With a baseline, it and
+    our first mode swap places every other round, so neither always runs first."""
     runs = []
     for rnd in range(1, rounds + 1):
         for w in workloads:
-            sides = [ours[0], THEIRS, *ours[1:], *([REFERENCE] if reference else [])]
+            sides = [ours[0], THEIRS, *ours[1:], *([BASELINE] if baseline else []), *([REFERENCE] if reference else [])]
+            if baseline and rnd % 2 == 0:
+                i = sides.index(BASELINE)
+                sides[0], sides[i] = sides[i], sides[0]
             runs += [Run(f"r{rnd}-{w.name}-{side}", rnd, w, side) for side in sides]
     return runs
 
@@ -142,7 +148,8 @@ def run_guest_plan(args: argparse.Namespace, runs: list[Run], results: Path) -> 
         try:
             g = run_guest(script=GUEST_SCRIPT.read_text(), net=True, results_dir=results, timeout=timeout,
                           env={"KP_PORT": str(target.port), "KP_IQN": target.iqn, "KP_ATTACH": " ".join(ours),
-                               "KP_REFERENCE": REFERENCE if args.reference else ""},
+                               "KP_REFERENCE": REFERENCE if args.reference else "",
+                               "KP_BASELINE": str(args.baseline or "")},
                           cpus=args.cpus, stream=sys.stderr if args.console else None)
         except GuestError as e:
             raise RuntimeError(str(e)) from None
@@ -183,6 +190,7 @@ def summarise(workloads: list[Workload], runs: list[Run], figures: dict[str, flo
     with the qemu-nbd reference in the plan, its median and its own median ratio to open-iscsi."""
     fig = {(r.round, r.workload.name, r.side): figures[r.id] for r in runs}
     reference = any(r.side == REFERENCE for r in runs)
+    baseline = any(r.side == BASELINE for r in runs)
     rows = []
     for side in ours:
         for w in workloads:
@@ -203,6 +211,16 @@ def summarise(workloads: list[Workload], runs: list[Run], figures: dict[str, flo
                 row["qemu_nbd_ratio"] = statistics.median(_ratio(a, b) for a, b in zip(ref, theirs, strict=True))
                 for p, x in zip(pairs, ref, strict=True):
                     p["qemu_nbd"] = round(x, 1)
+            if baseline:
+                base = [fig[rnd, w.name, BASELINE] for rnd in range(1, rounds + 1)]
+                vs = statistics.median(_ratio(a, b) for a, b in zip(mine, base, strict=True))
+                vs_rom = _ratio(statistics.median(mine), statistics.median(base))
+                row.update(baseline=round(statistics.median(base), 1),
+                           baseline_ratio=statistics.median(_ratio(a, b) for a, b in zip(base, theirs, strict=True)),
+                           vs_baseline=vs, vs_baseline_of_medians=vs_rom,
+                           vs_baseline_disagree=abs(vs - vs_rom) > DISAGREE * max(vs, vs_rom))
+                for p, x in zip(pairs, base, strict=True):
+                    p["baseline"] = round(x, 1)
             rows.append(row)
     return rows
 
@@ -221,8 +239,10 @@ def devices(results: Path) -> dict[str, dict]:
 
 def table(doc: dict) -> str:
     ref = any("qemu_nbd" in r for r in doc["workloads"])
+    base = any("baseline" in r for r in doc["workloads"])
     head = (f"{'workload':34} {'attach':8} {'ours':>13} {'open-iscsi':>13} {'ratio':>6} {'r.o.m.':>6}"
-            + (f" {'qemu-nbd':>13} {'ratio':>6}" if ref else "") + "  note")
+            + (f" {'qemu-nbd':>13} {'ratio':>6}" if ref else "")
+            + (f" {'baseline':>13} {'ratio':>6} {'ours/base':>9} {'r.o.m.':>6}" if base else "") + "  note")
     lines = [head, "-" * len(head)]
     for r in doc["workloads"]:
         note = []
@@ -231,6 +251,11 @@ def table(doc: dict) -> str:
         if not r["meets_bar"]:
             note.append(f"below {BAR}")
         refcol = f" {r['qemu_nbd']:>8,.0f} {r['unit']:4} {r['qemu_nbd_ratio']:6.2f}" if ref else ""
+        if base:
+            refcol += (f" {r['baseline']:>8,.0f} {r['unit']:4} {r['baseline_ratio']:6.2f} {r['vs_baseline']:9.2f} "
+                       f"{r['vs_baseline_of_medians']:6.2f}")
+            if r["vs_baseline_disagree"]:
+                note.append("ours/base estimates disagree")
         lines.append(f"{r['label']:34} {r['attach']:8} {r['ours']:>8,.0f} {r['unit']:4} {r['open_iscsi']:>8,.0f} {r['unit']:4} "
                      f"{r['ratio']:6.2f} {r['ratio_of_medians']:6.2f}{refcol}  {', '.join(note)}")
     devs = ", ".join(f"{k} {v['device']} ({v['scheduler']})" for k, v in doc["devices"].items())
@@ -238,6 +263,9 @@ def table(doc: dict) -> str:
     if ref:
         lines.append("qemu-nbd = qemu-nbd serving a RAM file in the guest (no network): the NBD hop alone, in C; "
                      "its ratio is to open-iscsi.")
+    if base:
+        lines.append(f"baseline = uiscsid from {doc['baseline']} ({doc['attach'].split()[0]} attach), its ratio to "
+                     "open-iscsi, then ours/baseline: median of pairwise ratios and ratio of the medians.")
     lines.append(f"{doc['rounds']} rounds x {doc['seconds']:g} s per run, fio libaio direct I/O on {devs}; "
                  f"TCG guest, {doc['guest_seconds']:.0f} s; load average {doc['loadavg_before'][0]} before, "
                  f"{doc['loadavg_after'][0]} after, {doc['cpus']} CPUs; {doc['date']}.")
@@ -250,7 +278,7 @@ def run(args: argparse.Namespace) -> dict:
     if not workloads:
         raise RuntimeError(f"--only {' '.join(args.only)} matches none of: {', '.join(w.name for w in WORKLOADS)}")
     ours = ATTACH[args.attach]
-    runs = plan(workloads, args.rounds, ours, args.reference)
+    runs = plan(workloads, args.rounds, ours, args.reference, args.baseline is not None)
     keep = args.results is not None
     results = Path(args.results) if keep else Path(tempfile.mkdtemp(prefix="kernelpath-results-"))
     results.mkdir(parents=True, exist_ok=True)
@@ -259,7 +287,8 @@ def run(args: argparse.Namespace) -> dict:
     meta = run_guest_plan(args, runs, results)
     figures = collect(results, runs)
     doc = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
-           "seconds": args.seconds, "guest_cpus": args.cpus, "reference": args.reference, "lun_mb": args.lun_mb, "attach": args.attach, "cpus": os.cpu_count(),
+           "seconds": args.seconds, "guest_cpus": args.cpus, "reference": args.reference,
+           "baseline": str(args.baseline) if args.baseline else None, "lun_mb": args.lun_mb, "attach": args.attach, "cpus": os.cpu_count(),
            **meta, "devices": devices(results), "bar": BAR,
            "workloads": summarise(workloads, runs, figures, ours, args.rounds),
            "one_shot_benchmark": "bench/perfbench.py"}
@@ -288,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
                         "with the host's load, which weighs on uiscsid's extra process hops; 1 removes that")
     p.add_argument("--reference", action="store_true",
                    help="add qemu-nbd serving a RAM file in the guest (no network): what the NBD hop alone costs")
+    p.add_argument("--baseline", type=Path, metavar="TREE",
+                   help="also attach the LUN through uiscsid from another checkout (its initiator package first on "
+                        "the path; not under /tmp, which the guest does not see) and report ours/baseline: "
+                        "an A/B of a daemon change in one guest")
     p.add_argument("--lun-mb", type=int, default=512, help="LUN size on /dev/shm (default 512)")
     p.add_argument("--results", metavar="DIR", help="keep the guest's outputs (fio JSON, daemon logs) in DIR")
     p.add_argument("--console", action="store_true", help="stream the guest's console to stderr")
@@ -295,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.seconds < 1:
         p.error("--rounds and --seconds must be at least 1")
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "initiator" / "daemon").is_dir():
+            p.error(f"--baseline {args.baseline}: not a checkout with initiator/daemon")
+        if any(str(args.baseline).startswith(h + "/") for h in ("/tmp", "/run", "/dev")):
+            p.error(f"--baseline {args.baseline}: the guest does not see that directory; use one under /var/tmp")
     missing = [t for t in (*NEEDS, *(["qemu-nbd"] if args.reference else [])) if shutil.which(t) is None]
     if missing:
         say(f"missing {', '.join(missing)} (run ./scripts/bootstrap.sh)")

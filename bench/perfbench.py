@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+DISAGREE = 0.10        # the two ratio estimates differ by more than this (relative): say so
 STRIDE_BLOCKS = 40503  # odd, so the stride visits every block-size slot of a power-of-two LUN
 
 
@@ -105,6 +106,98 @@ def qemu_bench(url: str, w: Workload, seconds: float, lun_bytes: int, expected_i
     return count / max(float(m.group(1)), 1e-6)
 
 
+def _callgrind(cmd: list[str], out: Path, cwd: Path | None = None, env: dict | None = None,
+               timeout: float = 600) -> tuple[int, str]:
+    """Run ``cmd`` under valgrind's callgrind; (instructions executed in user space, its stdout)."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd], capture_output=True,
+                       text=True, timeout=timeout, check=False, cwd=cwd, env=env)
+    total = next((int(line.split()[1]) for line in out.read_text().splitlines()
+                  if line.startswith(("summary:", "totals:"))), 0) if out.exists() else 0
+    if r.returncode != 0 or not total:
+        raise RuntimeError(f"{cmd[0]} under valgrind failed: {(r.stdout + r.stderr)[-300:]}")
+    out.unlink()
+    return total, r.stdout
+
+
+def instructions_per_io(side: str, url: str, w: Workload, args: argparse.Namespace, tree: Path,
+                        workdir: Path) -> int:
+    """User-space instructions per command: two runs under callgrind, 1 s and 1 + ``--callgrind`` s long,
+    and the difference of their counts over the difference of their commands (start-up and login cancel)."""
+    counts = []
+    for seconds in (1.0, 1.0 + args.callgrind):
+        out = workdir / f"{side}.callgrind"
+        if side == "iscsi-perf":
+            cmd = ["iscsi-perf", "-b", str(w.block_size // 512), "-m", str(w.queue_depth), "-t", f"{seconds:g}",
+                   *(["-r"] if w.random else []), url]
+            total, stdout = _callgrind(cmd, out)
+            found = re.findall(r"iops average (\d+)", stdout.replace("\r", "\n"))
+            ios = int(found[-1]) * seconds if found else 0
+        else:
+            python = sys.executable if tree == ROOT else str(tree / ".venv" / "bin" / "python")
+            cmd = [python, "-m", "initiator.ctl", "perf", url, "--block-size", str(w.block_size), "--queue-depth",
+                   str(w.queue_depth), "--seconds", f"{seconds:g}", "--json", "--timeout", "120",
+                   *(["--random"] if w.random else []), *(["--write"] if w.write else [])]
+            total, stdout = _callgrind(cmd, out, cwd=tree, env={**os.environ, "UISCSI_EVENT_LOOP": args.event_loop})
+            ios = json.loads(stdout)["ios"]
+        counts.append((total, ios))
+    (i1, n1), (i2, n2) = counts
+    if n2 <= n1:
+        raise RuntimeError(f"{side}: the longer run under valgrind did no more commands ({n1} then {n2})")
+    return round((i2 - i1) / (n2 - n1))
+
+
+def run_callgrind(args: argparse.Namespace) -> dict:
+    """--callgrind: instructions per command for ours (and the baseline, and iscsi-perf for reads)."""
+    sys.path.insert(0, str(ROOT))
+    from vm.targets import Tgt
+
+    workloads = [w for w in WORKLOADS if not args.only or any(o in w.name for o in args.only)]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-", dir="/dev/shm"))
+    rows = []
+    target = None
+    try:
+        target = Tgt.start_retrying(workdir=workdir, size_mb=args.lun_mb)
+        _prefill(target.backing[0], args.lun_mb)
+        url = target.url(1)
+        for w in workloads:
+            row = {"name": w.name, "label": w.label, "ours": instructions_per_io("ours", url, w, args, ROOT, workdir)}
+            if args.baseline is not None:
+                row["baseline"] = instructions_per_io("baseline", url, w, args, args.baseline, workdir)
+                row["vs_baseline"] = round(row["ours"] / row["baseline"], 3)
+            if not w.write:
+                row["iscsi_perf"] = instructions_per_io("iscsi-perf", url, w, args, ROOT, workdir)
+                row["vs_iscsi_perf"] = round(row["ours"] / row["iscsi_perf"], 3)
+            rows.append(row)
+            print(f"{w.name:20} " + "  ".join(f"{k} {v:,}" for k, v in row.items() if k in
+                                              ("ours", "baseline", "iscsi_perf")), file=sys.stderr, flush=True)
+    finally:
+        if target is not None:
+            target.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "callgrind": True,
+            "seconds": args.callgrind, "event_loop": args.event_loop,
+            "baseline": str(args.baseline) if args.baseline is not None else None, "workloads": rows}
+
+
+def callgrind_table(result: dict) -> str:
+    base = result.get("baseline") is not None
+    head = f"{'workload':34} {'ours instr/IO':>14}" + (f" {'baseline':>12} {'ours/base':>9}" if base else "")
+    head += f" {'iscsi-perf':>12} {'ours/it':>8}"
+    lines = [head, "-" * len(head)]
+    for r in result["workloads"]:
+        line = f"{r['label']:34} {r['ours']:>14,}"
+        if base:
+            line += f" {r['baseline']:>12,} {r['vs_baseline']:>9.3f}"
+        if "iscsi_perf" in r:
+            line += f" {r['iscsi_perf']:>12,} {r['vs_iscsi_perf']:>8.2f}"
+        lines.append(line)
+    lines.append(f"user-space instructions per command under valgrind callgrind (the difference of a 1 s and a "
+                 f"{1 + result['seconds']:g} s run, so start-up cancels); system calls not counted; {result['date']}")
+    if base:
+        lines.append(f"baseline: {result['baseline']}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
     from vm.targets import Tgt
@@ -152,6 +245,13 @@ def _prefill(path: Path, size_mb: int) -> None:
         f.writelines(block for _ in range(size_mb))
 
 
+def _disagree(ratio: float, of_medians: float, bar: float | None) -> bool:
+    """The median of pairwise ratios and the ratio of medians differ by more than DISAGREE, or fall on
+    either side of the bar: then neither is to be quoted alone."""
+    return (abs(ratio - of_medians) > DISAGREE * max(ratio, of_medians)
+            or (bar is not None and (ratio >= bar) != (of_medians >= bar)))
+
+
 def _summarise(args, workloads, samples, load_before) -> dict:
     rows = []
     for w in workloads:
@@ -165,6 +265,7 @@ def _summarise(args, workloads, samples, load_before) -> dict:
                      "libiscsi_mb_per_s": round(lib_iops * w.block_size / (1 << 20), 1),
                      "ratio": round(statistics.median(x["ratio"] for x in s), 3),
                      "ratio_of_medians": round(ours_iops / lib_iops, 3) if lib_iops else 0.0, "samples": s})
+        rows[-1]["disagree"] = _disagree(rows[-1]["ratio"], rows[-1]["ratio_of_medians"], w.bar)
         if args.baseline is not None:
             base_iops = statistics.median(x["baseline"] for x in s)
             rows[-1].update(baseline_iops=round(base_iops, 1),
@@ -175,7 +276,8 @@ def _summarise(args, workloads, samples, load_before) -> dict:
         if r["write"]:
             read = by_name.get(r["name"].replace("write", "read"))
             r["read_ratio"] = read["ratio"] if read else None
-    return {"rounds": args.rounds, "seconds": args.seconds, "lun_mb": args.lun_mb,
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds,
+            "seconds": args.seconds, "lun_mb": args.lun_mb,
             "connections": args.connections, "event_loop": args.event_loop, "cpus": os.cpu_count(),
             "baseline": str(args.baseline) if args.baseline is not None else None,
             "loadavg_before": [round(x, 2) for x in load_before],
@@ -197,14 +299,15 @@ def table(result: dict) -> str:
         else:
             bar = f">= {r['bar']}"
         line = (f"{r['label']:34} {unit(ours_v):>14} {unit(lib_v):>14}  {r['reference']:15} "
-                f"{r['ratio']:6.2f} {r['ratio_of_medians']:6.2f}  {bar:12}")
+                f"{r['ratio']:6.2f} {r['ratio_of_medians']:6.2f}{'!' if r.get('disagree') else ' '} {bar:12}")
         if base:
             base_v = r["baseline_iops"] * r["block_size"] / (1 << 20) if r["block_size"] >= 1 << 20 else r["baseline_iops"]
             line += f" {unit(base_v):>14} {r['vs_baseline']:9.2f} {r['vs_baseline_of_medians']:6.2f}"
         lines.append(line)
     lines.append(f"medians of {result['rounds']} rounds x {result['seconds']:g} s; ratio = median of pairwise "
-                 f"ours/libiscsi, of med = ratio of the medians; load average before {result['loadavg_before'][0]}, "
-                 f"after {result['loadavg_after'][0]} on {result['cpus']} CPUs")
+                 f"ours/libiscsi, of med = ratio of the medians (! = they disagree: more than {DISAGREE:.0%} apart "
+                 f"or on either side of the bar); load average before {result['loadavg_before'][0]}, "
+                 f"after {result['loadavg_after'][0]} on {result['cpus']} CPUs; {result.get('date', '')}")
     if base:
         lines.append(f"baseline: {result['baseline']} (ours/base: median of pairwise ratios; of med: ratio of medians)")
     return "\n".join(lines)
@@ -245,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, metavar="TREE",
                    help="also run another checkout's uiscsictl perf (TREE/.venv/bin/python) in every round, "
                         "alternating with ours, and report ours/baseline")
+    p.add_argument("--callgrind", type=float, metavar="SECONDS",
+                   help="count user-space instructions per command under valgrind instead of timing (ours, the "
+                        "baseline, iscsi-perf for reads): a 1 s and a 1+SECONDS s run each; the load does not "
+                        "move it (slow: SECONDS 2 takes about a minute per workload)")
     p.add_argument("--json", action="store_true", help="print the full result, samples included, as JSON")
     p.add_argument("--png", metavar="FILE", help="also plot the ratios to FILE (needs matplotlib)")
     args = p.parse_args(argv)
@@ -253,18 +360,19 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.baseline / ".venv" / "bin" / "python").exists():
             print(f"perfbench: {args.baseline}/.venv/bin/python is missing (run make bootstrap there)", file=sys.stderr)
             return 1
-    missing = [t for t in ("tgtd", "iscsi-perf", "qemu-img") if shutil.which(t) is None]
+    missing = [t for t in ("tgtd", "iscsi-perf", "qemu-img", *(["valgrind"] if args.callgrind else []))
+               if shutil.which(t) is None]
     if missing:
         print(f"perfbench: missing {', '.join(missing)} (run ./scripts/bootstrap.sh)", file=sys.stderr)
         return 1
     start = time.monotonic()
     try:
-        result = run(args)
+        result = run_callgrind(args) if args.callgrind else run(args)
     except RuntimeError as e:
         print(f"perfbench: {e}", file=sys.stderr)
         return 1
     result["wall_seconds"] = round(time.monotonic() - start, 1)
-    print(json.dumps(result, indent=2) if args.json else table(result))
+    print(json.dumps(result, indent=2) if args.json else callgrind_table(result) if args.callgrind else table(result))
     if args.png:
         plot(result, args.png)
     return 0

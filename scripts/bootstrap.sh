@@ -13,8 +13,9 @@ APT_PACKAGES=(
   python3-psutil python3-jinja2 python3-crc32c python3-setproctitle python3-uvloop mmdebstrap
   # uiscsid's capability drop: libcap-ng's Python binding, which PyPI does not carry (linked into .venv below)
   python3-cap-ng
-  # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root
-  open-iscsi fio
+  # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root;
+  # bench/nbdserve.py --callgrind and perfbench.py --callgrind: valgrind's instruction counts
+  open-iscsi fio valgrind
 )
 
 missing=()

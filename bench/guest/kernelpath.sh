@@ -4,7 +4,8 @@
 #
 # Environment (set by kernelpath.py): KP_PORT, KP_IQN (the target at 10.0.2.2:KP_PORT, disk LUN 1),
 # KP_ATTACH (nbd, netlink or "nbd netlink": one uiscsid per mode), KP_REFERENCE ("qemu-nbd" or empty: qemu-nbd
-# serving a RAM file, no network). Plan lines: "ID SIDE FIO-ARGS...", SIDE being one of those or open-iscsi. Results in /results: devices (a line per side: "SIDE DEVICE
+# serving a RAM file, no network), KP_BASELINE (empty, or a checkout whose uiscsid attaches the LUN too, NBD
+# ioctls, as side "baseline"). Plan lines: "ID SIDE FIO-ARGS...", SIDE being one of those or open-iscsi. Results in /results: devices (a line per side: "SIDE DEVICE
 # SCHEDULER MAX_SECTORS_KB NR_REQUESTS"), ready, runs/ID.json (fio's JSON) or runs/ID.err when fio failed,
 # failed (one line) on a setup error, and the daemons' logs and counters.
 set -u
@@ -88,6 +89,20 @@ for mode in $KP_ATTACH; do
     readlink -f "$links/$KP_IQN-lun1" > "/run/kp-dev-$mode"
 done
 
+# ---- the baseline: uiscsid from another checkout (its initiator package first on the path), for an A/B
+if [ -n "${KP_BASELINE:-}" ]; then
+    sock=/run/uiscsid-baseline.sock
+    printf 'initiatorname iqn.2026-12.test.bootkit:uiscsid-baseline\ntarget disk {\n targetaddr 10.0.2.2 port %s\n targetname %s\n lun 1\n}\n' \
+        "$KP_PORT" "$KP_IQN" > /tmp/uiscsi-baseline.conf
+    (cd "$KP_BASELINE" && PYTHONPATH="$KP_BASELINE" exec python -m initiator.daemon -d --attach nbd -s "$sock" \
+        --link-dir /run/links-baseline) > "$R/uiscsid-baseline.log" 2>&1 &
+    wait_for 300 test -S "$sock" || fail "baseline uiscsid did not start: $(cat "$R/uiscsid-baseline.log")"
+    uiscsictl -s "$sock" reload -f /tmp/uiscsi-baseline.conf --wait 60 > "$R/reload-baseline.out" 2>&1 ||
+        fail "uiscsictl reload (baseline): $(cat "$R/reload-baseline.out")"
+    readlink -f "/run/links-baseline/$KP_IQN-lun1" > /run/kp-dev-baseline
+    BASE_SIDE=baseline
+fi
+
 # ---- the reference: qemu-nbd (C) serving a file in guest RAM through the same kernel NBD driver
 if [ -n "${KP_REFERENCE:-}" ]; then
     mkdir -p /run/lock /var/lock        # qemu-nbd -c keeps its socket there
@@ -98,7 +113,7 @@ if [ -n "${KP_REFERENCE:-}" ]; then
 fi
 
 : > "$R/devices"
-for side in open-iscsi $KP_ATTACH ${KP_REFERENCE:-}; do
+for side in open-iscsi $KP_ATTACH ${BASE_SIDE:-} ${KP_REFERENCE:-}; do
     dev=$(cat "/run/kp-dev-$side")
     [ -b "$dev" ] || fail "$side: no block device ($dev)"
     q=/sys/block/${dev##*/}/queue
@@ -119,7 +134,7 @@ while read -r id side args; do
     fi
 done < "$R/plan"
 
-for mode in $KP_ATTACH; do
+for mode in $KP_ATTACH ${BASE_SIDE:-}; do
     uiscsictl -s "/run/uiscsid-$mode.sock" show stats --json > "$R/stats-$mode.json" 2>&1
 done
 iscsiadm -m session -P 2 > "$R/session.out" 2>&1

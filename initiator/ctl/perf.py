@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
+import struct
 import time
 
-from ..errors import CommandTimeout
+from ..errors import CommandTimeout, ISCSIError, TargetProtocolError
 from ..io.params import MAX_CONNECTIONS
-from ..scsi import cdb
 from ..scsi import commands as scsi
 from ..scsi.parsers import Capacity
 from ..scsi.sense import GOOD
-from .direct import ToolError, add_session_options, bounded, logged_in, run_workers, tool_params, wait_budget
+from .direct import ToolError, add_session_options, bounded, logged_in, tool_params, wait_budget
 from .output import emit
 from .progress import human_bytes, parse_size
 from .url import parse_url
+
+_RW16 = struct.Struct(">BBQIBB").pack   # READ(16)/WRITE(16): opcode, flags, LBA, blocks, group, control
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,40 +109,63 @@ async def cmd_perf(args: argparse.Namespace) -> int:
 
 
 async def _load(session, lun: int, cap: Capacity, args: argparse.Namespace) -> tuple[int, float]:
-    """Run the workers until the deadline; return (completed commands, elapsed seconds)."""
+    """Keep ``--queue-depth`` commands in flight until the deadline; return (completed commands, elapsed s).
+
+    Each slot reissues from the completion callback of its previous command (`Session.submit`, as the NBD
+    bridge does and as iscsi-perf drives libiscsi): no coroutine to wake per command."""
     bs = args.block_size
     per_io = bs // cap.block_size
     slots = cap.blocks // per_io
-    state = {"next": 0, "ios": 0}
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    rand = rng.random
     payload = os.urandom(bs) if args.write else None
-    timeout = args.timeout
+    opcode = 0x8A if args.write else 0x88
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.seconds
+    finished = loop.create_future()
+    state = {"next": 0, "ios": 0, "busy": args.queue_depth}
+    submit = session.submit
 
-    async def worker() -> None:
-        buf = None if args.write else memoryview(bytearray(bs))
-        execute = session.execute
-        while loop.time() < deadline:
-            if args.random:
-                slot = rng.randrange(slots)
-            else:
-                slot = state["next"]
-                state["next"] = (slot + 1) % slots
-            lba = slot * per_io
-            if payload is not None:
-                res = await execute(lun, cdb.write_cdb(lba, per_io), data_out=payload)
-            else:
-                res = await execute(lun, cdb.read_cdb(lba, per_io), read_len=bs, read_into=buf)
-            if res.status != GOOD:  # (a UNIT ATTENTION was already sent again by the session core)
-                raise scsi.SCSIError(res.status, res.sense, f"{'WRITE' if payload else 'READ'} at LBA {lba}")
-            state["ios"] += 1
+    def issue(buf: memoryview | None) -> None:
+        if args.random:
+            slot = int(rand() * slots)
+        else:
+            slot = state["next"]
+            state["next"] = (slot + 1) % slots
+        command = _RW16(opcode, 0, slot * per_io, per_io, 0, 0)
+        callback = functools.partial(done, buf)
+        if payload is not None:
+            submit(lun, command, callback, data_out=payload)
+        else:
+            submit(lun, command, callback, read_into=buf)
+
+    def done(buf: memoryview | None, t) -> None:
+        if finished.done():
+            return
+        if t.error is not None or t.response or t.status != GOOD:
+            finished.set_exception(t.error if t.error is not None else TargetProtocolError(
+                f"the target failed the command (iSCSI response 0x{t.response:02x})") if t.response else
+                scsi.SCSIError(t.status, t.sense, f"{'WRITE' if payload else 'READ'}"))
+            return
+        state["ios"] += 1
+        if loop.time() < deadline:
+            try:
+                issue(buf)
+                return
+            except ISCSIError as e:     # the session closed under us: the run ends with that error
+                finished.set_exception(e)
+                return
+        state["busy"] -= 1
+        if not state["busy"]:
+            finished.set_result(None)
 
     start = loop.time()
+    for _ in range(args.queue_depth):
+        issue(None if args.write else memoryview(bytearray(bs)))
     try:  # one bound for the whole run: a per-command timer would cost more than a 4 KiB read
-        async with asyncio.timeout(args.seconds + timeout):
-            await run_workers(worker, args.queue_depth)
+        async with asyncio.timeout(args.seconds + args.timeout):
+            await finished
     except TimeoutError:
-        raise CommandTimeout(f"the target stopped answering: commands did not complete within {timeout:g} s "
+        raise CommandTimeout(f"the target stopped answering: commands did not complete within {args.timeout:g} s "
                              "of the run's end") from None
     return state["ios"], max(loop.time() - start, 1e-9)

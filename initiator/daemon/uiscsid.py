@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 from iscsid_shim import flag_self
 
+from ..errors import ISCSIError
+from ..io import eventloop
 from ..kernel import attach as nbd_attach
 from ..kernel.devnames import LINK_DIR
 from . import privileges
@@ -177,7 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     # after everything that needs more (the flag) and before the first thread (capabilities are per thread)
     log.info("%s", privileges.drop(privileges.kept(opts.attach)).message)
-    return asyncio.run(serve(opts, ready_fd))
+    try:
+        return eventloop.run(serve(opts, ready_fd))
+    except ISCSIError as e:     # UISCSI_EVENT_LOOP names a loop we cannot run
+        log.error("%s", e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ PDUs were handed to the core, the connection was lost, the socket can take more.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 import time
 from asyncio import selector_events
 from typing import Protocol
@@ -23,9 +23,9 @@ from ..protocol.connection import Connection, Event
 from ..protocol.framer import Framer, PduReader
 from ..protocol.login import LoginMachine, LoginParams
 from ..protocol.session import SessionCore
+from .vectored import writev_from
 
 log = logging.getLogger("initiator.transport")
-IOV_MAX = 1024  # buffers per writev (Linux UIO_MAXIOV)
 
 
 class LinkOwner(Protocol):
@@ -110,10 +110,14 @@ class Link(asyncio.BufferedProtocol):
         """Login done: PDUs from now on go to the session core, payloads into callers' buffers."""
         st = self.state
         rest = self.framer.take_rest()
-        self.framer = Framer(lambda b, a, d: core.receive(st, b, a, d), core.data_in_sink, st.max_recv_dsl,
+        self.framer = Framer(functools.partial(core.receive, st), core.data_in_sink, st.max_recv_dsl,
                              st.header_digest, st.data_digest)
         self.framer.on_bad_data = core.digest_error_handler(st)
         self.ffp = True
+        # receive straight into the framer's buffers: uvloop takes get_buffer once per set_protocol
+        self.get_buffer = self.framer.get_buffer
+        if self.transport is not None:
+            self.transport.set_protocol(self)
         if rest:
             self.buffer_updated_from(rest)
 
@@ -140,6 +144,8 @@ class Link(asyncio.BufferedProtocol):
         elif self.state.outstanding > 1:
             self.cork = list(bufs)
             self.loop.call_soon(self._uncork)
+        elif self.fd < 0 and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(bufs)     # uvloop: its writelines is the vectored write
         else:
             self._write(bufs)
 
@@ -159,26 +165,11 @@ class Link(asyncio.BufferedProtocol):
             t.writelines(bufs)
             return
         if not t.get_write_buffer_size():
-            i, n = 0, len(bufs)
-            while i < n:
-                chunk = bufs[i:i + IOV_MAX]
-                try:
-                    sent = os.writev(fd, chunk)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break  # the transport's own write below meets the same error and reports it
-                for b in chunk:
-                    size = len(b)
-                    if sent < size:
-                        if sent:
-                            bufs[i] = memoryview(b)[sent:]
-                        break
-                    sent -= size
-                    i += 1
-                else:
-                    continue
-                break
+            try:
+                i = writev_from(fd, bufs)
+            except OSError:
+                i = 0   # the transport's own write below meets the same error and reports it
+            n = len(bufs)
             if i == n:
                 return
             bufs = bufs[i:]

@@ -295,20 +295,11 @@ class Session:
     async def execute(self, lun: int, cdb: bytes, *, data_out=None, read_len: int = 0,
                       read_into: memoryview | None = None, timeout: float | None = None) -> ScsiResult:
         """Run one SCSI command; waits through recovery; raises ISCSIError subclasses on failure."""
-        machine = self._machine
-        if machine.state is not _UP:
+        if self._machine.state is not _UP:
             self._check_open()
-        core = self.core
-        t = core.scsi_task(lun, cdb, data_out, read_len, read_into)
+        t = self.core.scsi_task(lun, cdb, data_out, read_len, read_into)
         fut = t.waiter = self._loop.create_future()
-        if (not self._pending and machine.state is _UP and self._ramp is None
-                and ((core.maxcmdsn - core.cmdsn) & 0xFFFFFFFF) < 0x80000000
-                and (c := core.pick_connection()) is not None and not (link := self.links[c.cid]).paused):
-            link.send(core.issue(t, c))  # fast path: nothing queued, window open
-            t.sent_at = time.monotonic()
-        else:
-            self._pending.append(t)
-            self._pump()
+        self._send(t)
         try:
             if timeout is None:
                 await fut
@@ -325,16 +316,52 @@ class Session:
             raise t.error
         if t.response:
             raise TargetProtocolError(f"the target failed the command (iSCSI response 0x{t.response:02x})")
+        n = self._count(t)
+        buf = t.buf
+        if buf is None:
+            data = b""
+        elif read_into is None:
+            data = bytes(buf[:n])
+        else:
+            data = buf if n == len(buf) else buf[:n]
+        return ScsiResult(t.status, t.sense, data, t.residual, t.underflow, t.overflow)
+
+    def submit(self, lun: int, cdb: bytes, on_done: Callable[[Task], None], *, data_out=None,
+               read_into: memoryview | None = None) -> None:
+        """Start one SCSI command without a coroutine: ``on_done(task)`` runs once, in the loop, as soon as it
+        ends, with ``task.error`` set (an ISCSIError: the session failed or closed, the command timed out)
+        or else ``task.response``, ``task.status``, ``task.sense`` and ``task.data_len`` (bytes read into
+        ``read_into``). Like `execute` it waits through recovery; raises at once when the session is closed.
+
+        The NBD bridge's data path: no task, future or coroutine per request, and the completion runs in the
+        same loop iteration as the receive that finished it."""
+        if self._machine.state is not _UP:
+            self._check_open()
+        t = self.core.scsi_task(lun, cdb, data_out, 0, read_into)
+        t.waiter = _Completion(self, t, on_done)
+        self._send(t)
+
+    def _send(self, t: Task) -> None:
+        """Put a new command on the wire (nothing queued before it, the window open), else queue it."""
+        core = self.core
+        if (not self._pending and self._machine.state is _UP and self._ramp is None
+                and ((core.maxcmdsn - core.cmdsn) & 0xFFFFFFFF) < 0x80000000
+                and (c := core.pick_connection()) is not None and not (link := self.links[c.cid]).paused):
+            link.send(core.issue(t, c))
+            t.sent_at = time.monotonic()
+        else:
+            self._pending.append(t)
+            self._pump()
+
+    def _count(self, t: Task) -> int:
+        """Count a finished command in `stats`; returns the bytes it read."""
         st = self.stats
         st.commands += 1
         if t.write:
             st.bytes_written += len(t.data_out)
-        n = t.data_len
+        n = max(0, t.edtl - t.residual) if t.underflow else t.got
         st.bytes_read += n
-        data = t.buf[:n] if t.buf is not None else b""
-        if read_into is None and t.buf is not None:
-            data = bytes(data)
-        return ScsiResult(t.status, t.sense, data, t.residual, t.underflow, t.overflow)
+        return n
 
     def _drop(self, t: Task) -> None:
         with contextlib.suppress(ValueError):
@@ -388,7 +415,8 @@ class Session:
         core = self.core
         if core.unstamped:
             self._snack_timer()
-        self._flush_out()
+        if core.out:
+            self._flush_out()
         if core.done:
             done, core.done = core.done, []
             for t in done:
@@ -570,6 +598,30 @@ class Session:
         for t in done:
             if t.waiter is not None and not t.waiter.done():
                 t.waiter.set_result(None)
+
+
+class _Completion:
+    """The waiter of a `Session.submit` command: where a future would be set, it calls back at once."""
+
+    __slots__ = ("_fired", "_on_done", "_session", "_task")
+
+    def __init__(self, session: Session, task: Task, on_done: Callable[[Task], None]) -> None:
+        self._session, self._task, self._on_done, self._fired = session, task, on_done, False
+
+    def done(self) -> bool:
+        return self._fired
+
+    def set_result(self, _result: object) -> None:
+        if self._fired:
+            return
+        self._fired = True
+        t = self._task
+        if t.error is None and not t.response:
+            self._session._count(t)
+        try:
+            self._on_done(t)
+        except Exception:   # a caller's bug must not break the receive path of the session
+            log.exception("the completion of SCSI command 0x%02x failed", t.cdb[0])
 
 
 async def open_session(params: SessionParams, counts: Counts | None = None) -> Session:

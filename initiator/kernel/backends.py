@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
+import struct
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import ISCSIError
-from ..scsi import cdb
+from ..scsi import cdb, vpd
 from ..scsi import commands as scsi
-from ..scsi.sense import DATA_PROTECT, ILLEGAL_REQUEST
+from ..scsi.sense import DATA_PROTECT, GOOD, ILLEGAL_REQUEST
 
 
 class BlockError(Exception):
@@ -107,6 +110,41 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+_READ16 = struct.Struct(">BBQIBB").pack    # READ(16)/WRITE(16): opcode, flags (FUA), LBA, blocks, group, control
+
+
+def _failed(res, what: str) -> None:
+    """A data command ended with a status other than GOOD: the errno the kernel gets, the sense decoded."""
+    e = scsi.SCSIError(res.status, res.sense, what)
+    raise BlockError(errno_for(e), str(e)) from e
+
+
+def _outcome(t, what: str) -> tuple[int, str]:
+    """The errno and message for a finished command (a `Session.submit` task) that did not end GOOD."""
+    if t.error is not None:
+        return errno.EIO, f"{what}: {t.error}"
+    if t.response:
+        return errno.EIO, f"{what}: the target failed the command (iSCSI response 0x{t.response:02x})"
+    e = scsi.SCSIError(t.status, t.sense, what)
+    return errno_for(e), str(e)
+
+
+def _read_done(lba: int, length: int, on_done: Callable[[int, str], None], t) -> None:
+    if t.error is not None or t.response or t.status != GOOD:
+        on_done(*_outcome(t, f"READ(16) at LBA {lba}"))
+    elif t.data_len != length:
+        on_done(errno.EIO, f"READ(16) at LBA {lba}: got {t.data_len} of {length} bytes")
+    else:
+        on_done(0, "")
+
+
+def _write_done(lba: int, on_done: Callable[[int, str], None], t) -> None:
+    if t.error is not None or t.response or t.status != GOOD:
+        on_done(*_outcome(t, f"WRITE(16) at LBA {lba}"))
+    else:
+        on_done(0, "")
+
+
 class IscsiLun:
     """One LUN of a logged-in `io.session.Session`, as a block backend. Build it with `open`."""
 
@@ -123,29 +161,92 @@ class IscsiLun:
         self.can_flush = True
         self.can_fua = True
         self.can_trim = unmap is not None
+        self.max_transfer_blocks = 0      # Block Limits VPD (0: not stated), for the NBD queue's request size
+        self.optimal_transfer_blocks = 0
 
     @classmethod
     async def open(cls, session: scsi.SessionLike, lun: int, timeout: float | None = None) -> IscsiLun:
-        """Ask the LUN its block size and size (READ CAPACITY) and whether it supports UNMAP."""
+        """Ask the LUN its block size and size (READ CAPACITY), whether it supports UNMAP, and how much one
+        command may transfer (Block Limits VPD, when the LUN has that page)."""
         cap = await scsi.read_capacity(session, lun, timeout)
         try:
             unmap = await scsi.unmap_support(session, lun, timeout)
         except scsi.SCSIError:
             unmap = None
-        return cls(session, lun, cap, unmap, timeout)
+        lun_ = cls(session, lun, cap, unmap, timeout)
+        try:
+            pages = vpd.parse_supported_pages(await scsi.vpd_page(session, lun, vpd.SUPPORTED_PAGES, timeout))
+            if vpd.BLOCK_LIMITS in pages:
+                limits = vpd.parse_block_limits(await scsi.vpd_page(session, lun, vpd.BLOCK_LIMITS, timeout))
+                lun_.max_transfer_blocks = limits.max_transfer_length
+                lun_.optimal_transfer_blocks = limits.optimal_transfer_length
+        except ISCSIError:
+            pass                         # no (or a malformed) VPD page: the kernel's own request size stays
+        return lun_
+
+    def start_read(self, offset: int, buf: memoryview, on_done: Callable[[int, str], None]) -> None:
+        """READ(16) of ``len(buf)`` bytes at ``offset`` straight into ``buf``, without a coroutine (the NBD
+        server's data path, through `Session.submit`): ``on_done(errno, message)`` runs once, in the loop,
+        errno 0 when every byte arrived. Raises BlockError when the command cannot even start."""
+        bs, length = self.block_size, len(buf)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            self.session.submit(self.lun, _READ16(0x88, 0, lba, length // bs, 0, 0),
+                                functools.partial(_read_done, lba, length, on_done), read_into=buf)
+        except ISCSIError as e:
+            raise BlockError(errno.EIO, f"READ(16) at LBA {lba}: {e}") from e
+
+    def start_write(self, offset: int, data: bytes | memoryview, fua: bool,
+                    on_done: Callable[[int, str], None]) -> None:
+        """WRITE(16) of ``data`` at ``offset`` (FUA bit when asked), as `start_read` is for reads."""
+        bs, length = self.block_size, len(data)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            self.session.submit(self.lun, _READ16(0x8A, 0x08 if fua else 0, lba, length // bs, 0, 0),
+                                functools.partial(_write_done, lba, on_done), data_out=data)
+        except ISCSIError as e:
+            raise BlockError(errno.EIO, f"WRITE(16) at LBA {lba}: {e}") from e
 
     async def read(self, offset: int, length: int) -> bytes | memoryview:
-        _check(self, offset, length)
-        lba, n = offset // self.block_size, length // self.block_size
-        res = await self._run(cdb.read16(lba, n), f"READ(16) at LBA {lba}", read_len=length)
+        buf = bytearray(length)
+        await self.read_into(offset, memoryview(buf))
+        return buf
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        """READ(16) of ``len(buf)`` bytes at ``offset``, the Data-In payload landing straight in ``buf``.
+
+        The data path: one coroutine between the NBD server and the session, the CDB built inline, the
+        message of a failure only when there is one."""
+        bs, length = self.block_size, len(buf)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            res = await self.session.execute(self.lun, _READ16(0x88, 0, lba, length // bs, 0, 0), read_into=buf,
+                                             timeout=self.timeout)
+        except ISCSIError as e:          # SessionFailed after the replacement timeout, CommandTimeout...
+            raise BlockError(errno.EIO, f"READ(16) at LBA {lba}: {e}") from e
+        if res.status != GOOD:
+            _failed(res, f"READ(16) at LBA {lba}")
         if len(res.data) != length:
             raise BlockError(errno.EIO, f"READ(16) at LBA {lba}: got {len(res.data)} of {length} bytes")
-        return res.data
 
     async def write(self, offset: int, data: bytes | memoryview, fua: bool = False) -> None:
-        _check(self, offset, len(data))
-        lba, n = offset // self.block_size, len(data) // self.block_size
-        await self._run(cdb.write16(lba, n, fua), f"WRITE(16) at LBA {lba}", data_out=data)
+        bs, length = self.block_size, len(data)
+        if offset % bs or length % bs or offset < 0 or offset + length > self.size:
+            _check(self, offset, length)
+        lba = offset // bs
+        try:
+            res = await self.session.execute(self.lun, _READ16(0x8A, 0x08 if fua else 0, lba, length // bs, 0, 0),
+                                             data_out=data, timeout=self.timeout)
+        except ISCSIError as e:
+            raise BlockError(errno.EIO, f"WRITE(16) at LBA {lba}: {e}") from e
+        if res.status != GOOD:
+            _failed(res, f"WRITE(16) at LBA {lba}")
 
     async def flush(self) -> None:
         await self._run(cdb.synchronize_cache16(), "SYNCHRONIZE CACHE(16)")

@@ -22,18 +22,12 @@ import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
 
-from .backends import BlockBackend, BlockError
+from . import nbd_queue
+from .backends import BlockBackend
+from .nbd_server import WINDOW, RequestServer, Stats
 from .nbd_sysfs import device_indexes, is_connected, sectors, users
 from .nbd_wire import (
-    CMD_DISC,
-    CMD_FLUSH,
-    CMD_NAMES,
-    CMD_READ,
-    CMD_TRIM,
-    CMD_WRITE,
-    MAX_REQUEST,
     NBD_CLEAR_QUE,
     NBD_CLEAR_SOCK,
     NBD_DISCONNECT,
@@ -42,11 +36,7 @@ from .nbd_wire import (
     NBD_SET_FLAGS,
     NBD_SET_SIZE_BLOCKS,
     NBD_SET_SOCK,
-    REQUEST,
     NbdError,
-    Request,
-    encode_reply,
-    parse_request,
     transmission_flags,
 )
 
@@ -55,20 +45,6 @@ log = logging.getLogger("uiscsid.nbd")
 # Indexes this process is setting up or serving. The kernel's own busy check (NBD_SET_SOCK -> EBUSY)
 # does not fire for a second socket from the *same* task before DO_IT, so we keep our own list.
 _claimed: set[int] = set()
-
-
-@dataclass
-class Stats:
-    """Counters like OpenBSD's ``show vscsi stats``: commands by kind, bytes, completions by status."""
-
-    commands: dict[str, int] = field(default_factory=dict)
-    bytes_read: int = 0
-    bytes_written: int = 0
-    completed_ok: int = 0
-    completed_error: int = 0
-    errors_by_errno: dict[str, int] = field(default_factory=dict)
-    in_flight: int = 0
-    max_in_flight: int = 0
 
 
 class NbdDevice:
@@ -80,16 +56,15 @@ class NbdDevice:
         self.backend = backend
         self.stats = Stats()
         self._fd = fd
-        self._slots = asyncio.Semaphore(queue_depth)
-        self._tasks: set[asyncio.Task] = set()
+        self.queue_depth = queue_depth
+        self._server: RequestServer | None = None
         self._done = asyncio.get_running_loop().create_future()
         self._serve_task: asyncio.Task | None = None
         self._ours: socket.socket | None = None
-        self._writer: asyncio.StreamWriter | None = None
         self.got_disc = False
 
     @classmethod
-    async def attach(cls, backend: BlockBackend, index: int | None = None, queue_depth: int = 64) -> NbdDevice:
+    async def attach(cls, backend: BlockBackend, index: int | None = None, queue_depth: int = WINDOW) -> NbdDevice:
         """Give ``backend`` to the kernel as the first free /dev/nbdN (or exactly ``index``)."""
         candidates = [index] if index is not None else device_indexes()
         if not candidates or not os.path.exists(f"/dev/nbd{candidates[0]}"):
@@ -121,8 +96,7 @@ class NbdDevice:
     async def _start(self, kernel_end: socket.socket, ours: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         self._ours = ours
-        reader, self._writer = await asyncio.open_connection(sock=ours, limit=MAX_REQUEST + 1)
-        self._serve_task = asyncio.create_task(self.serve(reader, self._writer), name=f"nbd{self.index}-serve")
+        self._serve_task = asyncio.create_task(self.serve_socket(ours), name=f"nbd{self.index}-serve")
         threading.Thread(target=self._do_it, args=(loop, kernel_end), name=f"nbd{self.index}-do-it",
                          daemon=True).start()
         for _ in range(500):    # live once the kernel shows our pid *and* the size (it sets the size last)
@@ -132,6 +106,15 @@ class NbdDevice:
         if self._done.done():
             raise NbdError(f"/dev/nbd{self.index}: the kernel refused the device: {self._done.result()}")
         log.info("attached %s (%d bytes, block size %d)", self.path, self.backend.size, self.backend.block_size)
+        self.tune_queue()
+
+    def tune_queue(self) -> None:
+        """Raise the device's largest request to what the LUN takes (nbd_queue); after every attach."""
+        b = self.backend
+        done = nbd_queue.tune(self.index, b.block_size, getattr(b, "max_transfer_blocks", 0),
+                              getattr(b, "optimal_transfer_blocks", 0))
+        if done:
+            log.info("%s: %s", self.path, ", ".join(f"{k} {v}" for k, v in done.items()))
 
     def _do_it(self, loop: asyncio.AbstractEventLoop, kernel_end: socket.socket) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
@@ -151,79 +134,21 @@ class NbdDevice:
         if not self._done.done():
             self._done.set_result(outcome)
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer requests until the kernel disconnects (``attach`` runs this; tests may too)."""
-        self._writer = writer
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """Answer requests on ``sock`` until the kernel disconnects (``attach`` runs this; tests may too)."""
+        server = self._server = RequestServer(sock, self.backend, self.stats, self.path, self.queue_depth)
         try:
-            while True:
-                req = parse_request(await reader.readexactly(REQUEST.size))
-                payload = await reader.readexactly(req.length) if req.cmd == CMD_WRITE else b""
-                if req.cmd == CMD_DISC:
-                    log.info("%s: the kernel asked to disconnect", self.path)
-                    self.got_disc = True
-                    break
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle(req, payload))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-        except asyncio.IncompleteReadError:
-            pass
-        except NbdError as e:
-            log.error("%s: %s; dropping the device", self.path, e)
+            outcome = await asyncio.shield(server.closed)
         except asyncio.CancelledError:      # we are exiting: stop serving, leave the device to the kernel
-            for task in self._tasks:
-                task.cancel()
-            writer.close()
+            server.abort()
+            sock.close()
             raise
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=30)
-        writer.close()
+        self.got_disc = outcome == "disconnect"
+        sock.close()
         self._served_out()
 
     def _served_out(self) -> None:
         """Our socket is finished (DISC or EOF). The ioctl bridge learns the rest from its DO_IT thread."""
-
-    async def _handle(self, req: Request, payload: bytes) -> None:
-        st = self.stats
-        name = CMD_NAMES.get(req.cmd, f"cmd{req.cmd}")
-        st.commands[name] = st.commands.get(name, 0) + 1
-        st.in_flight += 1
-        st.max_in_flight = max(st.max_in_flight, st.in_flight)
-        data: bytes | memoryview = b""
-        err = 0
-        try:
-            if req.cmd == CMD_READ:
-                data = await self.backend.read(req.offset, req.length)
-                st.bytes_read += len(data)
-            elif req.cmd == CMD_WRITE:
-                await self.backend.write(req.offset, payload, req.fua)
-                st.bytes_written += len(payload)
-            elif req.cmd == CMD_FLUSH:
-                await self.backend.flush()
-            elif req.cmd == CMD_TRIM:
-                await self.backend.trim(req.offset, req.length)
-            else:
-                err = errno.EINVAL
-        except BlockError as e:
-            err = e.errno
-            log.warning("%s: %s at %d+%d failed: %s", self.path, name, req.offset, req.length, e)
-        except Exception:               # the daemon must survive a backend bug: fail this I/O only
-            err = errno.EIO
-            log.exception("%s: %s at %d+%d failed", self.path, name, req.offset, req.length)
-        finally:
-            st.in_flight -= 1
-            self._slots.release()
-        if err:
-            st.completed_error += 1
-            key = errno.errorcode.get(err, str(err))
-            st.errors_by_errno[key] = st.errors_by_errno.get(key, 0) + 1
-        else:
-            st.completed_ok += 1
-        if self._writer is None or self._writer.is_closing():
-            return
-        self._writer.writelines([encode_reply(req.handle, err), data] if data else [encode_reply(req.handle, err)])
-        with contextlib.suppress(ConnectionError):
-            await self._writer.drain()
 
     @property
     def connected(self) -> bool:

@@ -19,8 +19,9 @@ from typing import Self
 
 from .backends import BlockBackend
 from .nbd_ioctl import NbdDevice
+from .nbd_server import WINDOW
 from .nbd_sysfs import find_by_identifier, is_connected, sectors
-from .nbd_wire import MAX_REQUEST, NbdError, transmission_flags
+from .nbd_wire import NbdError, transmission_flags
 
 log = logging.getLogger("uiscsid.nbd")
 
@@ -182,7 +183,7 @@ class KeptDevice(NbdDevice):
 
     @classmethod
     async def attach_kept(cls, backend: BlockBackend, identifier: str, dead_conn_timeout: int,
-                          timeout: int = 30, queue_depth: int = 64) -> KeptDevice:
+                          timeout: int = 30, queue_depth: int = WINDOW) -> KeptDevice:
         loop = asyncio.get_running_loop()
         existing = find_by_identifier(identifier)
         kernel_end, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -208,12 +209,12 @@ class KeptDevice(NbdDevice):
                 break
             await asyncio.sleep(0.01)
         log.info("%s %s for %s", "took over" if dev.adopted else "attached", dev.path, identifier)
+        dev.tune_queue()
         return dev
 
     async def _serve_socket(self, ours: socket.socket) -> None:
         self._ours = ours
-        reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_REQUEST + 1)
-        self._serve_task = asyncio.create_task(self.serve(reader, writer), name=f"nbd{self.index}-serve")
+        self._serve_task = asyncio.create_task(self.serve_socket(ours), name=f"nbd{self.index}-serve")
 
     def _served_out(self) -> None:
         if self.got_disc or self._closing:

@@ -150,7 +150,7 @@ class Framer:
             if hd and int.from_bytes(mv[p + head:p + head + 4], "little") != crc32c(mv[p:p + head]):
                 raise DigestError(f"header digest mismatch on a {cls.__name__}")
             dd = DIGEST_LEN if (self.data_digest and dsl) else 0
-            total = head + hd + dsl + pad_len(dsl) + dd
+            total = head + hd + dsl + (-dsl & 3) + dd
             ds = p + head + hd
             self._big = opcode == Op.DATA_IN and dsl >= DIRECT_MIN
             if opcode == Op.DATA_IN and dsl:

@@ -22,10 +22,10 @@ from ..errors import ConnectionLost, DigestError, ISCSIError, LocalProtocolError
 from ..scsi.lun import lun_to_wire
 from ..scsi.sense import CHECK_CONDITION, is_unit_attention
 from . import pdu
-from .connection import TRANSITIONS, Connection, Event
+from .connection import TRANSITIONS, Connection, Event, State
 from .events import ConnectionDropped, LogoutRequested, Rejected, ScsiEventReported, TargetEvent
 from .pdu import RESERVED_TAG, Op, crc32c, pad_len
-from .task import MASK, Task, sn_le, sn_lt
+from .task import MASK, Task, sn_le
 
 UA_RETRIES = 3  # per command and login: a reinstatement resets the count (each login may report its own UA)
 
@@ -34,7 +34,10 @@ _CMD = struct.Struct(">BBHIQIIII16s")           # SCSI Command: EDTL, CmdSN, Exp
 _DOUT = struct.Struct(">BBHIQIIIIIIII")         # Data-Out: TTT, rsvd, ExpStatSN, rsvd, DataSN, offset, rsvd
 _DIN = struct.Struct(">BBBBIQIIIIIIII")         # Data-In / SCSI Response / R2T share this shape
 _ITT = struct.Struct(">I")
+_SINK = struct.Struct(">16xI20xI")               # a Data-In's ITT and buffer offset
 _PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
+_OP_CMD, _OP_DATA_OUT = int(Op.SCSI_CMD), int(Op.DATA_OUT)
+_LOGGED_IN = State.LOGGED_IN
 
 
 class SessionCore:
@@ -52,9 +55,12 @@ class SessionCore:
         self.retry: list[Task] = []                    # SCSI tasks to issue again (UNIT ATTENTION)
         self.events: list[TargetEvent] = []            # what the target asked for outside any command
         self._itt = 0
+        self._luns: dict[int, int] = {}                # LUN number -> its 8-byte field, computed once
         self._discard = memoryview(bytearray(pdu.LOGIN_MAX_DATA))
         self._forgotten: dict[int, None] = {}
         self.unstamped = False  # ERL 1 (erl1.Erl1Core): SNACKs went out that the driver must time
+        # No subclass (erl1.Erl1Core) hooks the status bookkeeping: _data_in may do it inline
+        self._plain = type(self)._sns is SessionCore._sns and type(self)._complete_scsi is SessionCore._complete_scsi
 
     # ----------------------------------------------------------------- bookkeeping
     def attach(self, conn: Connection) -> None:
@@ -72,7 +78,7 @@ class SessionCore:
         conns = self.conns
         if len(conns) == 1:
             (c,) = conns.values()
-            return c if c.usable else None
+            return c if c.state is _LOGGED_IN else None
         best = None
         for c in conns.values():
             if c.usable and (best is None or c.outstanding < best.outstanding):
@@ -127,23 +133,36 @@ class SessionCore:
     # ----------------------------------------------------------------- SCSI commands
     def scsi_task(self, lun: int, cdb: bytes, data_out=None, read_len: int = 0,
                   read_into: memoryview | None = None) -> Task:
-        """Register a SCSI command; `issue()` numbers and frames it when the window allows."""
+        """Register a SCSI command; `issue()` numbers and frames it when the window allows.
+
+        The data path: the tag, the LUN field and the record are made inline (one call per command)."""
         if len(cdb) > 16:
             raise LocalProtocolError("CDBs over 16 bytes are not supported")
-        t = self._register("scsi")
-        t.lun = lun_to_wire(lun)
-        t.cdb = bytes(cdb)
+        tasks = self.tasks
+        itt = self._itt + 1
+        if itt > 0xFFFFFFFE or itt in tasks:
+            itt = self.new_itt()
+        else:
+            self._itt = itt
+        t = tasks[itt] = Task(itt, "scsi")
+        wire = self._luns.get(lun)
+        if wire is None:
+            wire = self._luns[lun] = lun_to_wire(lun)
+        t.lun = wire
+        t.cdb = cdb if type(cdb) is bytes else bytes(cdb)
         if read_into is not None:
             read_len = len(read_into)
         if data_out is not None and len(data_out):
+            if read_len:
+                del tasks[itt]
+                raise LocalProtocolError("bidirectional commands are not supported")
             t.write = True
-            t.data_out = memoryview(data_out).cast("B")
-        if read_len:
+            t.data_out = data_out = memoryview(data_out).cast("B")
+            t.edtl = len(data_out)
+        elif read_len:
             t.read = True
             t.buf = read_into if read_into is not None else memoryview(bytearray(read_len))
-        t.edtl = (len(t.data_out) if t.write else 0) + (read_len if not t.write else 0)
-        if t.write and t.read:
-            raise LocalProtocolError("bidirectional commands are not supported")
+            t.edtl = read_len
         return t
 
     def issue(self, t: Task, conn: Connection) -> list:
@@ -151,9 +170,12 @@ class SessionCore:
         t.conn = conn
         conn.outstanding += 1
         conn.commands += 1
-        t.cmdsn = self.cmdsn
-        self.cmdsn = (self.cmdsn + 1) & MASK
+        t.cmdsn = cmdsn = self.cmdsn
+        self.cmdsn = (cmdsn + 1) & MASK
         t.got = t.expdatasn = 0
+        if not t.write and not conn.header_digest:     # a read or no data: one BHS, built here
+            return [_CMD.pack(_OP_CMD, 0xC1 if t.read else 0x81, 0, 0, t.lun, t.itt, t.edtl, cmdsn,
+                              conn.expstatsn, t.cdb)]
         return self._frame_command(t, conn)
 
     def _frame_command(self, t: Task, conn: Connection) -> list:
@@ -167,9 +189,16 @@ class SessionCore:
             if not neg.initial_r2t:
                 unsol = min(n, neg.first_burst) - imm
         flags = (0x80 if unsol == 0 else 0) | (0x40 if t.read else 0) | (0x20 if t.write else 0) | 1
-        head = _CMD.pack(Op.SCSI_CMD, flags, 0, imm, t.lun, t.itt, t.edtl, t.cmdsn, conn.expstatsn, t.cdb)
-        bufs: list = []
-        self._frame(conn, head, t.data_out[:imm] if imm else None, bufs)
+        head = _CMD.pack(_OP_CMD, flags, 0, imm, t.lun, t.itt, t.edtl, t.cmdsn, conn.expstatsn, t.cdb)
+        if not (conn.header_digest or conn.data_digest):
+            bufs: list = [head]
+            if imm:
+                bufs.append(t.data_out[:imm] if imm < len(t.data_out) else t.data_out)
+                if imm & 3:
+                    bufs.append(_PAD[-imm & 3])
+        else:
+            bufs = []
+            self._frame(conn, head, t.data_out[:imm] if imm else None, bufs)
         if unsol:
             self._data_outs(conn, t, RESERVED_TAG, imm, imm + unsol, bufs)
         return bufs
@@ -256,25 +285,29 @@ class SessionCore:
 
     def data_in_sink(self, bhs: bytes, dsl: int) -> memoryview | None:
         """Where a Data-In payload of ``dsl`` bytes goes: a slice of the task's read buffer."""
-        itt = _ITT.unpack_from(bhs, 16)[0]
+        itt, off = _SINK.unpack_from(bhs)
         t = self.tasks.get(itt)
         if t is None:
             if itt in self._forgotten:
                 return self._discard[:dsl] if dsl <= len(self._discard) else memoryview(bytearray(dsl))
             return None
-        off = _ITT.unpack_from(bhs, 40)[0]
-        if t.buf is None or off + dsl > len(t.buf):
+        buf = t.buf
+        if buf is None or off + dsl > len(buf):
             return None
-        return t.buf[off:off + dsl]
+        return buf if off == 0 and dsl == len(buf) else buf[off:off + dsl]
 
     def _sns(self, conn: Connection, statsn: int, expcmdsn: int, maxcmdsn: int, advance: bool) -> None:
-        if advance and not sn_lt(statsn, conn.expstatsn):
-            conn.expstatsn = (statsn + 1) & MASK
-        if sn_lt(maxcmdsn, (expcmdsn - 1) & MASK):
-            return  # RFC 7143 4.2.2.1: such a pair is ignored
-        if sn_lt(self.expcmdsn, expcmdsn):
+        # serial-number comparisons (task.sn_lt) written out: this runs for every PDU with a status
+        if advance:
+            exp = conn.expstatsn
+            if statsn == exp or ((exp - statsn) & MASK) >= 0x80000000:   # not statsn < ExpStatSN
+                conn.expstatsn = (statsn + 1) & MASK
+        low = (expcmdsn - 1) & MASK
+        if maxcmdsn != low and ((low - maxcmdsn) & MASK) < 0x80000000:
+            return  # MaxCmdSN < ExpCmdSN - 1: RFC 7143 4.2.2.1 says such a pair is ignored
+        if expcmdsn != self.expcmdsn and ((expcmdsn - self.expcmdsn) & MASK) < 0x80000000:
             self.expcmdsn = expcmdsn
-        if sn_lt(self.maxcmdsn, maxcmdsn):
+        if maxcmdsn != self.maxcmdsn and ((maxcmdsn - self.maxcmdsn) & MASK) < 0x80000000:
             self.maxcmdsn = maxcmdsn
 
     def receive(self, conn: Connection, bhs: bytes, ahs: bytes, data) -> None:
@@ -292,7 +325,11 @@ class SessionCore:
     def _data_in(self, conn: Connection, bhs: bytes, data) -> None:
         (_, flags, _, status, hl, _, itt, _, statsn, expcmdsn, maxcmdsn, datasn, _, residual) = _DIN.unpack(bhs)
         has_status = flags & 0x01
-        self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(has_status))
+        if (self._plain and has_status and statsn == conn.expstatsn and expcmdsn == self.expcmdsn
+                and maxcmdsn == self.maxcmdsn):
+            conn.expstatsn = (statsn + 1) & MASK    # the usual case of _sns: the next status, no window news
+        else:
+            self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(has_status))
         t = self.tasks.get(itt)
         if t is None:
             if itt in self._forgotten:
@@ -313,7 +350,13 @@ class SessionCore:
             t.overflow = bool(flags & 0x04)
             t.underflow = bool(flags & 0x02)
             t.residual = residual
-            self._complete_scsi(t)
+            if status or not self._plain:
+                self._complete_scsi(t)
+            else:                                   # GOOD, and no subclass to tell: _finish written out
+                del self.tasks[itt]
+                if t.conn is not None and t.kind == "scsi":
+                    t.conn.outstanding -= 1
+                self.done.append(t)
 
     def _scsi_rsp(self, conn: Connection, bhs: bytes, data) -> None:
         (_, flags, response, status, _, _, itt, _, statsn, expcmdsn, maxcmdsn, _, _, residual) = _DIN.unpack(bhs)

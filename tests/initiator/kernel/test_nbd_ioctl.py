@@ -39,8 +39,7 @@ def test_serve_loop_answers_out_of_order_and_maps_errors(tmp_path):
         backend = SlowFirstRead(str(img))
         ours, kernel = socket.socketpair()
         dev = nbd_ioctl.NbdDevice(-1, -1, backend, queue_depth=8)
-        r_ours, w_ours = await asyncio.open_connection(sock=ours)
-        serve = asyncio.create_task(dev.serve(r_ours, w_ours))
+        serve = asyncio.create_task(dev.serve_socket(ours))
         r, w = await asyncio.open_connection(sock=kernel)
         send = [nbd_wire.Request(nbd_wire.CMD_READ, 0, 1, 0, 512),             # held until request 2 finishes
                 nbd_wire.Request(nbd_wire.CMD_WRITE, nbd_wire.CMD_FLAG_FUA, 2, 512, 512),
