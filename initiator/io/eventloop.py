@@ -46,5 +46,7 @@ def run(coro: Coroutine[Any, Any, T], env: dict[str, str] | None = None) -> T:
     if name == "uvloop":
         import uvloop
 
-        return uvloop.run(coro)
+        # not uvloop.run(): Debian 12's python3-uvloop (0.17, what the package depends on) predates it
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
     return asyncio.run(coro)
