@@ -13,6 +13,10 @@ APT_PACKAGES=(
   python3-psutil python3-jinja2 python3-crc32c python3-setproctitle python3-uvloop mmdebstrap
   # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root
   open-iscsi fio
+  # the proofs on xfs and btrfs: their read-only checks of a LUN image, in the host-root guest too
+  xfsprogs btrfs-progs
+  # vm/report's test renders the HTML report in a real browser (about 115 MB, 25 s to install)
+  chromium
 )
 
 missing=()
