@@ -65,3 +65,8 @@ class FsVerdict:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "check": self.check, "clean": self.clean}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FsVerdict:
+        """The verdict `as_dict` gave (the derived keys are left out)."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
