@@ -16,7 +16,8 @@ from rc import render as r
 EPILOG = """\
 what is written (paths relative to -o DIR or --root DIR):
   systemd   etc/systemd/system/uiscsid.service (Type=notify, '@' argv[0] through `bootkit shim run`
-            unless --no-shim), uiscsi-reload.service (oneshot `uiscsictl reload --wait`), and for each
+            unless --no-shim), uiscsi-reload.service (oneshot `uiscsictl reload --wait`),
+            uiscsi-logout.service (its stop at shutdown: `uiscsictl detach --unused`), and for each
             network fstab entry a MOUNT.mount.d/50-uiscsi.conf ordering it after the reload; install
             also adds the remote-fs.target.wants links; and the udev rule below
   sysvinit  etc/init.d/uiscsid (LSB): start = daemon under the shim, reload, fsck -N -p, mount -a -N;

@@ -24,6 +24,7 @@ import jinja2
 from fstab_tools.fstab import Entry, Fstab, FstabError, mangle
 from fstab_tools.netfs import is_network, is_network_fstype
 from initiator.daemon.wire import DEFAULT_SOCKET
+from initiator.kernel.attach import MODES as ATTACH_MODES
 from rc import programs, udev
 
 INIT_SYSTEMS = ("systemd", "sysvinit", "busybox", "openbsd")
@@ -54,6 +55,7 @@ class Settings:
     stop_timeout: float = 15.0
     start_timeout: float = 180.0
     shim: bool = True
+    attach: str = ""
     network: str = "ifup -a"
     services_start: str = ":"
     services_stop: str = ":"
@@ -89,6 +91,7 @@ HELP = {
     "stop_timeout": "seconds to wait for the daemon to log out and exit",
     "start_timeout": "systemd: seconds a slow Python start may take (daemon, and reload on top of its waits)",
     "shim": "run the daemon under `bootkit shim run` (false: `uiscsid --no-flag`, the negative control)",
+    "attach": "uiscsid --attach (auto, netlink, ioctl, none); empty: the daemon's default, auto",
     "network": "shell code bringing the network up (busybox)",
     "services_start": "shell code starting the services (busybox)",
     "services_stop": "shell code stopping the services (busybox)",
@@ -220,9 +223,13 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
     if init not in INIT_SYSTEMS:
         raise RenderError(f"unknown init system {init!r}: choose one of {', '.join(INIT_SYSTEMS)}")
     s = settings.resolved()
+    if s.attach and s.attach not in ATTACH_MODES:
+        raise RenderError(f"--set attach={s.attach}: choose one of {', '.join(ATTACH_MODES)}")
     env = _env()
     ctx = {"s": s, "init": init, "net_entries": net_entries or [], "udev_dir": udev.INFO_DIR,
-           "link_dir": udev.LINK_DIR}
+           "link_dir": udev.LINK_SUBDIR,
+           "attach_sh": f" --attach {shlex.quote(s.attach)}" if s.attach else "",
+           "attach_sd": f" --attach {systemd_quote(s.attach)}" if s.attach else ""}
 
     def t(name: str, **extra: object) -> str:
         return env.get_template(name).render(**ctx, **extra)
@@ -231,6 +238,7 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
         files = {
             f"{SYSTEMD_DIR}/uiscsid.service": RenderedFile(t("systemd/uiscsid.service.j2")),
             f"{SYSTEMD_DIR}/uiscsi-reload.service": RenderedFile(t("systemd/uiscsi-reload.service.j2")),
+            f"{SYSTEMD_DIR}/uiscsi-logout.service": RenderedFile(t("systemd/uiscsi-logout.service.j2")),
             UDEV_RULES: RenderedFile(t("udev/uiscsi.rules.j2")),
         }
         for e in net_entries or []:
@@ -240,7 +248,8 @@ def render(init: str, settings: Settings, net_entries: list[Entry] | None = None
             files[f"{SYSTEMD_DIR}/{unit}.d/50-uiscsi.conf"] = RenderedFile(t("systemd/netmount.conf.j2", e=e))
         wants = f"{SYSTEMD_DIR}/remote-fs.target.wants"
         links = {f"{wants}/uiscsid.service": "../uiscsid.service",
-                 f"{wants}/uiscsi-reload.service": "../uiscsi-reload.service"}
+                 f"{wants}/uiscsi-reload.service": "../uiscsi-reload.service",
+                 f"{wants}/uiscsi-logout.service": "../uiscsi-logout.service"}
         return Rendered(files, links)
     if init == "sysvinit":  # Debian's sysvinit runs udev too
         return Rendered({"etc/init.d/uiscsid": RenderedFile(t("sysvinit/uiscsid.j2"), 0o755),

@@ -42,6 +42,7 @@ def test_the_package_ships_programs_units_init_script_udev_rule_conffile_and_man
     listing = {ln.split()[5] for ln in run("dpkg-deb", "-c", str(vm_deb)).stdout.splitlines()}
     for path in ("/usr/bin/uiscsid", "/usr/bin/uiscsictl", "/usr/bin/bootkit",
                  "/lib/systemd/system/uiscsid.service", "/lib/systemd/system/uiscsi-reload.service",
+                 "/lib/systemd/system/uiscsi-logout.service",
                  "/etc/init.d/uiscsid", "/lib/udev/rules.d/61-uiscsi.rules", "/etc/uiscsi.conf",
                  "/usr/share/man/man8/uiscsid.8.gz", "/usr/share/man/man8/uiscsictl.8.gz",
                  "/usr/share/man/man8/bootkit.8.gz",
@@ -64,7 +65,7 @@ def test_the_packaged_units_pass_systemd_analyze_verify(vm_deb, tmp_path):
     text = (units / "uiscsid.service").read_text()
     assert "ExecStart=/usr/bin/bootkit shim run --name uiscsid -- /usr/bin/uiscsid -d" in text
     res = run("systemd-analyze", "verify", f"--root={root}", "--man=no", "uiscsid.service",
-              "uiscsi-reload.service")
+              "uiscsi-reload.service", "uiscsi-logout.service")
     assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
 
 
@@ -88,7 +89,8 @@ def test_apt_installs_it_into_a_fresh_root_pulling_its_dependencies_and_purge_le
     assert res.returncode == 0 and "usage: uiscsid" in res.stdout, res.stderr
     # enabled as the postinst enables it on any host: the units (systemd) and the LSB script (sysvinit)
     wants = root / "etc/systemd/system/remote-fs.target.wants"
-    assert {p.name for p in wants.iterdir()} == {"uiscsid.service", "uiscsi-reload.service"}
+    assert {p.name for p in wants.iterdir()} == {"uiscsid.service", "uiscsi-reload.service",
+                                                 "uiscsi-logout.service"}
     assert [p.name for p in (root / "etc/rcS.d").glob("S*uiscsid")]
     assert [p.name for p in (root / "etc/rc0.d").glob("K*uiscsid")]
     # `bootkit rc uninstall` will not take what the package owns

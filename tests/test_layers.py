@@ -51,7 +51,6 @@ TESTED_THROUGH = {  # module -> the test module that covers it
     "protocol/pdu_target": "protocol/test_pdu.py",
     "protocol/events": "protocol/test_session.py",
     "daemon/runtime": "daemon/test_uiscsid_targets.py",
-    "daemon/service": "daemon/test_uiscsid_targets.py",
     "ctl/client": "daemon/test_control.py",
     "ctl/daemon_commands": "daemon/test_uiscsid_targets.py",
     "ctl/output": "ctl/test_uiscsictl.py",

@@ -1,8 +1,11 @@
-"""The proof itself (issue 8), in QEMU guests against a real tgtd on the host.
+"""The proof itself (issue 8) with the busybox rc, in QEMU guests against a real tgtd on the host.
 
-Budget: 6 guest boots in all (reboot 2 cycles, the no-shim control 1, power cut 2, target down 1), about
-20-40 s each on an idle 2-core host. Every verdict the scenarios give is also re-checked here from the
-host with e2fsprogs directly on the LUN file, so the test does not only trust the report.
+Budget: 4 guest boots in all (reboot 2 cycles, the no-shim control 1, target down 1), about 20-40 s each
+on an idle 2-core host. The busybox power cut (`bootkit vm power-cut-test`) is a command, not a test
+here: the repair before the mount is proven by tests/test_fstab_guest.py (a dirty ext4, fsck -N -p,
+then mount -a -N) and the rc's order by tests/test_rc_guest.py, and the power cut itself by the systemd
+proof (tests/test_systemd_proof_vm.py). Every verdict the scenarios give is also re-checked here from
+the host with e2fsprogs directly on the LUN file, so the test does not only trust the report.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from vm.scenarios.facts import Runner
-from vm.scenarios.reboot import power_cut_test, reboot_test
+from vm.scenarios.reboot import reboot_test
 from vm.scenarios.target_down import target_down_test
 
 pytestmark = [pytest.mark.vm, pytest.mark.target]
@@ -105,29 +108,13 @@ def test_without_the_shim_the_shutdown_kill_takes_the_daemon_and_leaves_the_file
     assert not rep["shim"] and rep["ok"], "the negative control came out clean: it proves nothing"
     (c,) = rep["cycles"]
     assert c["error"] is None and c["clean"] and c["payload_ok"], c  # it started from a clean LUN
-    assert "SIGKILL" in c["daemon_signalled"] and c["daemon_stop_exit"] == 3, c  # the kill took the daemon
+    # the kill took the daemon: a netlink one (the default) exits on SIGTERM and leaves its device to the
+    # kernel, whose I/O then waits for a daemon that never comes back (replacement_timeout) and fails
+    assert "SIGTERM" in c["daemon_signalled"] and c["daemon_stop_exit"] == 3, c
     assert c["umount_io_errors"] > 0, c
     assert c["host_after"]["needs_recovery"] and not c["shutdown_clean"], c
     assert any("journal recovery" in f for f in rep["failures"]), rep["failures"]
     assert host_view(lun_file)["needs_recovery"]
-
-
-@pytest.mark.timeout(900)
-def test_after_a_power_cut_fsck_repairs_before_mount_and_no_service_starts_before_both(
-    vm_boot_files, tmp_path
-):
-    rep = power_cut_test(tmp_path / "lun.img", tmp_path / "work", runner(vm_boot_files))
-    print(json.dumps(rep, indent=2))
-    assert rep["checks"] == {k: True for k in rep["checks"]}, rep["checks"]
-    rec = rep["recovery"]
-    # a real cut mid-write: e2fsck -p replays the journal (exit 0 after a replay, 1 after other repairs)
-    assert rec["fsck_exit"] in (0, 1) and (rec["fsck_exit"] == 1 or rec["journal_replayed"]), rec
-    o = rec["order"]
-    assert o["fsck_end"] <= o["mount_begin"] <= o["mount_end"] <= o["services_begin"], o
-    assert min(o["writer_start"], o["nodisk_start"]) >= o["mount_end"], o
-    assert rep["cut"]["host"]["needs_recovery"]
-    view = host_view(tmp_path / "lun.img")
-    assert not view["needs_recovery"] and view["e2fsck"] == 0 and view["payload"] == view["recorded"]
 
 
 @pytest.mark.timeout(900)

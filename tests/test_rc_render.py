@@ -113,8 +113,8 @@ def systemd_root(tmp_path: Path, fstab: Path) -> Path:
     return root
 
 
-UNITS = ["uiscsid.service", "uiscsi-reload.service", "srv-data.mount", "srv-my\\x20disk.mount",
-         "srv-cold.mount"]
+UNITS = ["uiscsid.service", "uiscsi-reload.service", "uiscsi-logout.service", "srv-data.mount",
+         "srv-my\\x20disk.mount", "srv-cold.mount"]
 
 
 @needs["systemd-analyze"]
@@ -144,6 +144,14 @@ def test_systemd_orders_daemon_then_logins_then_each_network_mount(systemd_root)
     assert "network-online.target" in reload["Wants"]
     assert "uiscsid.service" in reload["Requires"]
     assert "remote-fs-pre.target" in reload["Before"]
+    assert "systemd-udevd.service" in reload["After"]  # udev names the devices reload --wait waits for
+    # the logout (its ExecStop) runs in the shutdown transaction, after the mounts' stop jobs (it is before
+    # remote-fs-pre.target, as they are after it), while the network and udev are still up
+    logout = units["uiscsi-logout.service"]
+    assert "shutdown.target" in logout["Conflicts"] and "shutdown.target" in logout["Before"]
+    assert "remote-fs-pre.target" in logout["Before"] and "uiscsid.service" in logout["Requires"]
+    assert {"uiscsid.service", "network-online.target", "systemd-udevd.service"} <= set(logout["After"])
+    assert "shutdown.target" not in reload.get("Conflicts", [])  # the logins stay as they were
     for mount in ("srv-data.mount", "srv-my\\x20disk.mount", "srv-cold.mount"):
         assert "uiscsi-reload.service" in units[mount]["After"], mount
         assert "uiscsi-reload.service" in units[mount]["Wants"], mount
@@ -173,16 +181,38 @@ def test_systemd_exec_start_runs_the_daemon_under_the_shim(tmp_path, fstab):
         in reload
 
 
+def test_systemd_logout_unit_logs_out_unused_sessions_when_stopped_within_a_bound(tmp_path, fstab):
+    out = rendered(tmp_path, "systemd", fstab, "--set", "ctl_timeout=20", "--set", "stop_timeout=15")
+    logout = (out / r.SYSTEMD_DIR / "uiscsi-logout.service").read_text()
+    assert f"ExecStop={VENV_BIN}/uiscsictl -s /run/uiscsid.sock --timeout 20 detach --unused\n" in logout
+    assert "TimeoutStopSec=35\n" in logout and "ExecStart" not in logout
+    assert "ExecStop" not in (out / r.SYSTEMD_DIR / "uiscsi-reload.service").read_text()
+
+
+@pytest.mark.parametrize("init", ["systemd", "busybox"])
+def test_the_attach_setting_reaches_the_daemon_command_line(tmp_path, fstab, init):
+    name = "etc/systemd/system/uiscsid.service" if init == "systemd" else "etc/rc"
+    starts = re.compile(r"^\s*(?:ExecStart=|\S*\"\$(?:BOOTKIT|UISCSID)\").*$", re.MULTILINE)
+    default = starts.findall((rendered(tmp_path / "a", init, fstab) / name).read_text())
+    assert default and not any("--attach" in line for line in default), default  # the daemon's default: auto
+    ioctl = starts.findall((rendered(tmp_path / "b", init, fstab, "--set", "attach=ioctl") / name).read_text())
+    assert any(re.search(r" -d -s \S+ --attach ioctl", line) for line in ioctl), ioctl
+    res = bootkit_rc("render", "--init", init, "--fstab", str(fstab), "-o", str(tmp_path / "c"),
+                     "--set", "attach=kernel")
+    assert res.returncode != 0 and "choose one of auto, netlink, ioctl" in res.stderr, res.stderr
+
+
 def test_systemd_gives_no_drop_in_to_nfs_or_local_mounts(tmp_path, fstab):
     out = rendered(tmp_path, "systemd", fstab)
     dropins = sorted(p.parent.name for p in (out / r.SYSTEMD_DIR).glob("*.mount.d/50-uiscsi.conf"))
     assert dropins == ["srv-cold.mount.d", "srv-data.mount.d", "srv-my\\x20disk.mount.d"]
 
 
-def test_systemd_install_enables_both_units_under_root(systemd_root):
+def test_systemd_install_enables_the_three_units_under_root(systemd_root):
     wants = systemd_root / r.SYSTEMD_DIR / "remote-fs.target.wants"
     assert os.readlink(wants / "uiscsid.service") == "../uiscsid.service"
     assert os.readlink(wants / "uiscsi-reload.service") == "../uiscsi-reload.service"
+    assert os.readlink(wants / "uiscsi-logout.service") == "../uiscsi-logout.service"
     unit = systemd_root / r.SYSTEMD_DIR / "uiscsid.service"
     assert (wants / "uiscsid.service").resolve() == unit.resolve()
 

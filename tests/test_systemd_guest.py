@@ -1,11 +1,11 @@
 """A real Debian guest: bookworm with systemd 252 as PID 1, the project installed from the checkout's .deb
 with apt, /etc/uiscsi.conf naming a host tgtd. One boot (module fixture); the tests read what it wrote.
 
-The package's own units start uiscsid and log in at boot; the guest then plays the daemon's part of the
-udev contract (rc/udev.py) by hand, which phase B moves into uiscsid: it writes /run/uiscsid/udev/nbdN
-and triggers a change event. The package's udev rule must then make /dev/disk/by-iscsi/<iqn>-lun1 (and
--part1 for a partition), and systemd must see them as active device units; by-uuid comes from udev's own
-rules. The daemon's hand-made link of today is there too, and is shown not to be a device unit.
+The package's own units start uiscsid and log in at boot. The daemon plays its part of the udev contract
+(initiator/kernel/udev_info.py): it writes /run/uiscsid/udev/nbdN and triggers a change event, and the
+package's udev rule makes /dev/disk/by-iscsi/<iqn>-lun1 (and -part1 for a partition); systemd sees them
+as active device units, and by-uuid comes from udev's own rules. `uiscsictl detach` takes the links away,
+and `reload --wait` returns only once the link is back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rc import udev
+from initiator.kernel import udev_info
 from vm.guest_image import make_image
 from vm.image_boot import run_image
 from vm.targets import Tgt, make_backing
@@ -40,34 +40,21 @@ for u in uiscsid.service uiscsi-reload.service; do
         -p InactiveExitTimestampMonotonic "$u" > "$R/$u.show"
 done
 [ -e /.dockerenv ] && echo present > $R/dockerenv
-i=0
-dev=
-while [ -z "$dev" ] && [ $i -lt 60 ]; do
-    dev=$(uiscsictl show --json 2>/dev/null | grep -o '/dev/nbd[0-9]*' | head -n 1)
-    [ -n "$dev" ] || sleep 1
-    i=$((i + 1))
-done
+uiscsictl show luns --json > $R/luns.json
+dev=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["luns"][0]["device"] or "")' < $R/luns.json)
 echo "$dev" > $R/dev
 kname=${{dev#/dev/}}
 unit=$(systemd-escape --path --suffix=device "/dev/disk/by-iscsi/$name")
 show() {{ systemctl show -p ActiveState --value "$1"; }}
 links() {{ udevadm info --query=symlink --name="$1" | tr ' ' '\n' | grep by-iscsi; }}
 
-# today's daemon made /dev/disk/by-iscsi/$name itself: a link udev does not know is no device unit
-readlink -f "/dev/disk/by-iscsi/$name" > $R/daemon-link
-show "$unit" > $R/unit-before
-links "$dev" > $R/links-before
-
-# the daemon's side of the contract, by hand: the info file, then a change event
-mkdir -p {info_dir}
-cat > {info_dir}/$kname <<'EOF'
-{info}EOF
-udevadm test --action=change "/sys/block/$kname" > $R/udevadm-test 2>&1
-udevadm trigger --action=change --settle "$dev"
-show "$unit" > $R/unit-after
-links "$dev" > $R/links-after
+# the daemon's side of the contract, done at boot: the info file, the change event, udev's link
+cat {info_dir}/$kname > $R/info 2>&1
+show "$unit" > $R/unit-boot
+links "$dev" > $R/links-boot
 readlink -f "/dev/disk/by-iscsi/$name" > $R/link-target
 show "$(systemd-escape --path --suffix=device /dev/disk/by-uuid/{uuid})" > $R/uuid-unit
+udevadm test --action=change "/sys/block/$kname" > $R/udevadm-test 2>&1
 journalctl -b -u systemd-udevd --no-pager > $R/udevd.log 2>&1
 
 # a partition: an MBR entry at 1 MiB, re-read; its add event finds the disk's file
@@ -83,12 +70,17 @@ ls "/sys/block/$kname" > $R/sysblock
 links "${{dev}}p1" > $R/part-links
 show "$(systemd-escape --path --suffix=device "/dev/disk/by-iscsi/$name-part1")" > $R/part-unit
 
-# detach's side: the file goes, a change event on the disk and the partition, the links go
-rm {info_dir}/$kname
-udevadm trigger --action=change --settle "$dev" "${{dev}}p1"
-links "$dev" > $R/links-removed
+# detach: the daemon removes the file and triggers on the disk and the partition; the links go
+uiscsictl detach data > $R/detach.out 2>&1; echo $? > $R/detach.rc
+udevadm settle
+ls {info_dir} > $R/info-left 2>&1
 show "$unit" > $R/unit-removed
 ls /dev/disk/by-iscsi > $R/by-iscsi-left 2>/dev/null  # empty, or gone with its last link
+
+# reload --wait returns only once udev made the link again: no settle, no retry here
+uiscsictl reload --wait 60 > $R/reload.out 2>&1; echo $? > $R/reload.rc
+readlink -f "/dev/disk/by-iscsi/$name" > $R/link-after-reload
+show "$unit" > $R/unit-after-reload
 echo done > $R/done
 """
 
@@ -106,8 +98,8 @@ def guest(vm_boot_files, vm_deb, tmp_path_factory):
                 "    lun 1\n}\n")
         image = make_image(tmp / "root.img", "systemd", debs=[vm_deb], files={"/etc/uiscsi.conf": conf},
                            kernel=vm_boot_files.kernel)
-        script = SCRIPT.format(name=shlex.quote(udev.link_name(IQN, 1)), info_dir=udev.INFO_DIR,
-                               info=udev.info_text(IQN, 1), uuid=UUID)
+        script = SCRIPT.format(name=shlex.quote(udev_info.link_name(IQN, 1)), info_dir=udev_info.INFO_DIR,
+                               uuid=UUID)
         result = run_image(image, script=script, net=True, timeout=420, results_dir=tmp / "results",
                            kernel=vm_boot_files.kernel)
         print(f"image build: {image.timings}; boot: {result.duration} s, error={result.error}")
@@ -139,14 +131,15 @@ def test_the_packaged_units_started_the_daemon_and_logged_in(guest):
     assert re.fullmatch(r"/dev/nbd\d+", read(guest, "dev")), read(guest, "dev")
 
 
-def test_a_hand_made_link_is_no_device_unit_but_the_udev_rule_makes_one(guest):
-    name = udev.link_name(IQN, 1)
-    assert read(guest, "daemon-link") == read(guest, "dev")  # today's os.symlink...
-    assert read(guest, "unit-before") == "inactive"        # ...is invisible to systemd
-    assert read(guest, "links-before") == ""
-    assert read(guest, "links-after") == f"disk/by-iscsi/{name}"
+def test_the_daemon_told_udev_and_udev_made_the_link_and_the_device_unit(guest):
+    name = udev_info.link_name(IQN, 1)
+    (lun,) = json.loads(read(guest, "luns.json"))["luns"]
+    assert (lun["attach"], lun["link_by"], lun["link_present"]) == ("netlink", "udev", True), lun
+    assert lun["link"] == f"/dev/disk/by-iscsi/{name}"
+    assert read(guest, "info") == udev_info.info_text(IQN, 1).strip()
+    assert read(guest, "links-boot") == f"disk/by-iscsi/{name}"
     assert read(guest, "link-target") == read(guest, "dev")
-    assert read(guest, "unit-after") == "active"
+    assert read(guest, "unit-boot") == "active"
     assert read(guest, "uuid-unit") == "active"  # udev's own 60-persistent-storage on nbd
     assert "61-uiscsi.rules" not in read(guest, "udevd.log"), read(guest, "udevd.log")
     # udevadm test (bookworm's udev has no `udevadm verify`): the rule parses and is what adds the link
@@ -157,17 +150,21 @@ def test_a_hand_made_link_is_no_device_unit_but_the_udev_rule_makes_one(guest):
 
 
 def test_a_partition_gets_its_part_link_from_the_disks_file(guest):
-    name = udev.link_name(IQN, 1)
+    name = udev_info.link_name(IQN, 1)
     dev = read(guest, "dev").removeprefix("/dev/")
     assert f"{dev}p1" in read(guest, "sysblock").split()
     assert read(guest, "part-links") == f"disk/by-iscsi/{name}-part1"
     assert read(guest, "part-unit") == "active"
 
 
-def test_removing_the_file_and_a_change_event_take_the_links_away(guest):
-    assert read(guest, "links-removed") == ""
+def test_detach_takes_the_file_and_the_links_away_and_reload_wait_brings_them_back(guest):
+    assert read(guest, "detach.rc") == "0", read(guest, "detach.out")
+    assert read(guest, "info-left") == ""
     assert read(guest, "unit-removed") == "inactive"
     assert read(guest, "by-iscsi-left") == ""
+    assert read(guest, "reload.rc") == "0", read(guest, "reload.out")
+    assert read(guest, "link-after-reload").startswith("/dev/nbd")
+    assert read(guest, "unit-after-reload") == "active"
     assert read(guest, "done") == "done"
 
 

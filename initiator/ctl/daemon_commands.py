@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from ..daemon.wire import LOG_LEVELS, SHOW_WHAT, ControlError, to_wire
+from ..kernel.udev_info import RULES_NAME
 from ..protocol.addressing import valid_iscsi_name
 from .client import ControlClient
 from .config import DEFAULT_PATH, ConfigError, parse_file
@@ -54,9 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "whose settings did not change keep their sessions and devices.",
                        epilog="examples:\n  uiscsictl reload\n  uiscsictl reload -f /etc/uiscsi.test.conf "
                               "--wait 30\n  uiscsictl reload --no-wait      # at boot, when a target may be "
-                              "down\n\n" + CONFIG_HELP + "\nexit status: 0 when every enabled target is up, 1 "
-                              "when one failed or is still logging in\n(then the failing ones are named), "
-                              "or on any error.")
+                              "down\n\n" + CONFIG_HELP + "\nexit status: 0 when every enabled target is up and "
+                              "every attached LUN's /dev/disk/by-iscsi link\nexists (made by udev where its rule "
+                              "is installed, else by uiscsid), 1 when a target failed or is\nstill logging in or a "
+                              "link did not appear within --wait (each is named), or on any error.")
     p.add_argument("-f", "--file", default=DEFAULT_PATH, help=f"config file (default {DEFAULT_PATH})")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--wait", type=float, default=RELOAD_WAIT, metavar="SECONDS",
@@ -76,10 +78,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detach", formatter_class=_FMT, help="detach a target's devices and log it out",
                        description="Flush, detach the target's /dev/nbdN devices and log out. A mounted or "
                                    "held device is refused unless --force (its I/O then fails). The next "
-                                   "reload attaches it again.",
-                       epilog="examples:\n  uiscsictl detach data\n  uiscsictl detach data --force")
-    p.add_argument("name", metavar="NAME", help="target name from the config file")
-    p.add_argument("--force", action="store_true", help="detach even if mounted")
+                                   "reload attaches it again. --unused does it for every target whose "
+                                   "devices are all free, and keeps the others logged in and served: the "
+                                   "logout at shutdown, once the network filesystems are unmounted.",
+                       epilog="examples:\n  uiscsictl detach data\n  uiscsictl detach data --force\n"
+                              "  uiscsictl detach --unused       # systemd's uiscsi-reload.service stops so\n\n"
+                              "exit status: 0 when done (--unused: also when devices in use were kept), 1 when a "
+                              "target\nwas refused or a flush, detach or logout failed.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("name", metavar="NAME", nargs="?", help="target name from the config file")
+    g.add_argument("--unused", action="store_true", help="every target none of whose devices is in use")
+    p.add_argument("--force", action="store_true", help="detach even if mounted (not with --unused)")
     p.set_defaults(func=_guard(cmd_detach))
 
     p = sub.add_parser("log", formatter_class=_FMT, help="set uiscsid's log detail",
@@ -152,15 +161,25 @@ def cmd_reload(args: argparse.Namespace) -> int:
     else:
         _print_summary(result["targets"])
     bad = [*result.get("failed", []), *result.get("pending", [])] if args.wait else []
-    if bad:
+    missing = result.get("missing_links", []) if args.wait else []
+    if bad or missing:
         states = {t["name"]: t for t in result["targets"]}
         lines = []
         for n in bad:
             st = states[n]
             lines.append(f"target {n}: {st['state']}" + (f": {st['error']}" if st["error"] else ""))
             lines += [f"target {n} LUN {lun}: {err}" for lun, err in st.get("lun_errors", {}).items()]
+        lines += [_missing_link(m, args.wait) for m in missing]
         return _fail(lines)
     return 0
+
+
+def _missing_link(m: dict, wait: float) -> str:
+    """Why a reload --wait still failed with the device attached: its by-iscsi link is not there."""
+    why = (f"udev made no link after the change event (is {RULES_NAME} installed, e.g. by `bootkit rc "
+           "install`, and udev's rules reloaded?)" if m.get("by") == "udev" else "the link is gone")
+    return f"target {m['target']} LUN {m['lun']}: {m['device']} is attached but {m['link']} did not appear " \
+           f"within {wait:g} s: {why}"
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -192,6 +211,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_detach(args: argparse.Namespace) -> int:
+    if args.unused:
+        if args.force:
+            return _fail(["detach --unused keeps the devices in use: it takes no --force"])
+        with _client(args, extra=10) as c:
+            result = c.call("detach", unused=True)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for name in result["detached"]:
+                print(f"{name}: detached")
+            for dev, why in result["kept"].items():
+                print(f"{dev}: kept, {', '.join(why)}")
+        return _fail(result["problems"]) if result["problems"] else 0
     with _client(args) as c:
         result = c.call("detach", name=args.name, force=args.force)
     if args.json:

@@ -5,6 +5,8 @@ does), set up its LUNs, then follow the session's state changes (it subscribes t
 session recovers lost connections by itself (ERL0, commands wait); only when it gives up after the
 replacement timeout does this loop log in afresh, handing the new session to the LUN backends that stay
 attached, so /dev/nbdN never vanishes.
+Each device gets its /dev/disk/by-iscsi name from udev where udev names devices (the daemon writes the
+info file and triggers: kernel/udev_info), else from a link the daemon makes (kernel/devnames).
 States: init, logging-in, logged-in, recovering, failed, discovered (a discovery target), detached.
 """
 
@@ -15,12 +17,14 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
 from ..errors import ISCSIError
 from ..io.session import Session, open_session
-from ..kernel import devnames
+from ..kernel import attach as nbd_attach
+from ..kernel import devnames, udev_info
 from ..kernel.backends import IscsiLun
 from ..kernel.nbd_ioctl import NbdDevice
 from ..kernel.nbd_netlink import KeptDevice
@@ -44,13 +48,26 @@ class LunRuntime:
     backend: IscsiLun | None = None
     device: NbdDevice | None = None
     link: str | None = None
+    link_by: str | None = None      # "udev" (the daemon wrote the info file) or "daemon" (its own symlink)
     error: str | None = None
 
     def info(self) -> dict:
         b, d = self.backend, self.device
+        live = d is not None and d.connected
         return {"lun": self.lun, "block_size": b.block_size if b else None, "size": b.size if b else None,
-                "unmap": bool(b and b.can_trim), "device": d.path if d and d.connected else None,
-                "link": self.link, "error": self.error}
+                "unmap": bool(b and b.can_trim), "device": d.path if live else None,
+                "attach": nbd_attach.kind(d) if live else None, "link": self.link, "link_by": self.link_by,
+                "link_present": self.link_present(), "error": self.error}
+
+    def link_present(self) -> bool | None:
+        """Whether the by-iscsi link exists and leads to the device (None: no device or no link)."""
+        d = self.device
+        if d is None or not d.connected or self.link is None:
+            return None
+        try:
+            return os.path.samefile(self.link, d.path)
+        except OSError:
+            return False
 
 
 @dataclass
@@ -66,7 +83,7 @@ class TargetRuntime:
 
     def __init__(self, conf: TargetConf, attach: str, link_dir: str) -> None:
         self.conf = conf
-        self.attach = attach            # "nbd" (ioctl), "netlink" (devices outlive us) or "none"
+        self.attach = attach            # kernel.attach.MODES: "auto", "netlink", "ioctl" ("nbd") or "none"
         self.link_dir = link_dir
         self.state = "init"
         self.error: str | None = None
@@ -191,8 +208,10 @@ class TargetRuntime:
                 else:
                     lr.backend.session = session            # a new login: the device stays attached
                 if self.attach != "none" and (lr.device is None or not lr.device.connected):
-                    lr.device = await self._attach_device(lun, lr.backend)
-                    lr.link = devnames.make_link(self.link_dir, self._stable_name(lun), lr.device.path)
+                    lr.device = await nbd_attach.attach(
+                        self.attach, lr.backend, self._stable_name(lun),
+                        dead_conn_timeout=max(1, int(self.conf.session.replacement_timeout)))
+                    await self._name(lr)
                 lr.error = None
             except (ISCSIError, NbdError, OSError) as e:
                 lr.error = str(e)
@@ -201,12 +220,28 @@ class TargetRuntime:
     def _stable_name(self, lun: int) -> str:
         return devnames.stable_name(self.conf.session.target_name or "", lun)
 
-    async def _attach_device(self, lun: int, backend: IscsiLun) -> NbdDevice:
-        if self.attach == "nbd":
-            return await NbdDevice.attach(backend)
-        # netlink: a device left by an earlier uiscsid for this LUN is taken over, not duplicated
-        return await KeptDevice.attach_kept(backend, self._stable_name(lun),
-                                            dead_conn_timeout=max(1, int(self.conf.session.replacement_timeout)))
+    async def _name(self, lr: LunRuntime) -> None:
+        """Give the new device its by-iscsi name: udev's (info file + change event) where udev names
+        devices and the links go to the standard place, else a link of our own."""
+        assert lr.device is not None
+        target = self.conf.session.target_name or ""
+        if self.link_dir == devnames.LINK_DIR and udev_info.udev_names():
+            kname = os.path.basename(lr.device.path)
+            # in a thread: reading the partition table is I/O this loop serves
+            problems = await asyncio.to_thread(udev_info.announce, kname, target, lr.lun)
+            for problem in problems:
+                log.warning("target %s LUN %d: udev change event: %s", self.name, lr.lun, problem)
+            lr.link, lr.link_by = udev_info.link_path(target, lr.lun), "udev"
+        else:
+            lr.link = devnames.make_link(self.link_dir, devnames.link_name(target, lr.lun), lr.device.path)
+            lr.link_by = "daemon"
+
+    def missing_links(self) -> list[dict]:
+        """Attached LUNs (its own and its discovered targets') whose by-iscsi link is not there yet."""
+        out = [m for child in self.children for m in child.missing_links()]
+        out += [{"target": self.name, "lun": lr.lun, "device": lr.device.path, "link": lr.link, "by": lr.link_by}
+                for lr in self.luns.values() if lr.device is not None and lr.link_present() is False]
+        return out
 
     async def _follow(self, session: Session) -> None:
         """Mirror the session's state changes until it gives up (a relogin then starts afresh)."""
@@ -284,9 +319,12 @@ class TargetRuntime:
         return report
 
     def _unlink(self, lr: LunRuntime) -> None:
-        if lr.link is not None:
+        if lr.link_by == "udev" and lr.device is not None:
+            for problem in udev_info.withdraw(os.path.basename(lr.device.path)):
+                log.warning("target %s LUN %d: udev change event: %s", self.name, lr.lun, problem)
+        elif lr.link is not None:
             devnames.remove_link(lr.link)
-            lr.link = None
+        lr.link = lr.link_by = None
 
     async def park(self) -> None:
         """At exit in netlink mode: stop serving the devices still attached; the kernel keeps them."""

@@ -14,6 +14,7 @@ import os
 
 from ..errors import ISCSIError
 from ..io.session import open_session
+from ..kernel import attach as nbd_attach
 from ..kernel.devnames import LINK_DIR
 from ..kernel.nbd_wire import NbdError
 from ..protocol.addressing import valid_iscsi_name
@@ -31,7 +32,7 @@ def _same(a: TargetConf, b: TargetConf) -> bool:
 class Service:
     """The targets and the control commands; one instance per process, driven by the asyncio loop."""
 
-    def __init__(self, attach: str = "nbd", link_dir: str = LINK_DIR) -> None:
+    def __init__(self, attach: str = nbd_attach.DEFAULT, link_dir: str = LINK_DIR) -> None:
         self.attach = attach
         self.link_dir = link_dir
         self.targets: dict[str, TargetRuntime] = {}
@@ -101,14 +102,29 @@ class Service:
             new[name] = rt
         self.targets = new
         wait = args.get("wait")
-        if isinstance(wait, (int, float)) and wait > 0 and started:
-            await asyncio.wait([asyncio.create_task(rt.settled.wait()) for rt in started], timeout=float(wait))
+        missing: list[dict] = []
+        if isinstance(wait, (int, float)) and wait > 0:
+            deadline = asyncio.get_running_loop().time() + float(wait)
+            if started:
+                await asyncio.wait([asyncio.create_task(rt.settled.wait()) for rt in started], timeout=float(wait))
+            missing = await self._wait_for_links(deadline)
         summaries = [rt.summary() for rt in self.everything()]
         return {"targets": summaries,
                 "added": [n for n in confs if n not in old], "removed": [n for n in old if n not in confs],
                 "restarted": [n for n in going if n in confs],
                 "failed": [s["name"] for s in summaries if s["state"] == "failed" or s["lun_errors"]],
-                "pending": [rt.name for rt in started if not rt.settled.is_set()]}
+                "pending": [rt.name for rt in started if not rt.settled.is_set()],
+                "missing_links": missing}
+
+    async def _wait_for_links(self, deadline: float) -> list[dict]:
+        """Wait until every attached LUN's by-iscsi link leads to its device (udev makes it a moment after
+        the change event); returns the ones still missing at ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            missing = [m for rt in self.targets.values() for m in rt.missing_links()]
+            if not missing or loop.time() >= deadline:
+                return missing
+            await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
 
     # --------------------------------------------------------------------------------- show & co
     async def show(self, args: dict) -> dict:
@@ -126,6 +142,8 @@ class Service:
         return {"stats": [rt.stats() for rt in rts]}
 
     async def detach(self, args: dict) -> dict:
+        if args.get("unused"):
+            return await self.detach_unused()
         name = args.get("name")
         rt = next((x for x in self.everything() if x.name == name), None)
         if rt is None:
@@ -135,6 +153,28 @@ class Service:
         except NbdError as e:
             raise ControlError("busy", str(e)) from None
         return {"name": rt.name, "state": rt.state, "problems": report.problems}
+
+    async def detach_unused(self) -> dict:
+        """Log out of every target none of whose devices is in use; a target with a mounted or held device
+        keeps its session (and detaches its other devices), so that device stays served. The shutdown's
+        logout: systemd's reload unit runs it after the network filesystems are unmounted."""
+        detached, kept, problems = [], {}, []
+        for rt in list(self.targets.values()):
+            if rt.state in ("detached", "disabled"):
+                continue
+            try:
+                report = await rt.stop(keep_busy=True)
+            except NbdError as e:
+                problems.append(str(e))
+                continue
+            problems += report.problems
+            if report.kept:
+                kept.update(report.kept)
+            else:
+                detached.append(rt.name)
+        for what, why in kept.items():
+            log.info("%s stays attached: %s", what, ", ".join(why))
+        return {"detached": detached, "kept": kept, "problems": problems}
 
     async def set_log(self, args: dict) -> dict:
         level = args.get("level")
@@ -191,7 +231,9 @@ class Service:
             if not kept:
                 return
             in_use = "; ".join(f"{dev} kept: {', '.join(why)}" for dev, why in kept.items())
-            if self.attach == "netlink" and not force:
+            kinds = {lr.device.path: nbd_attach.kind(lr.device) for rt in self.everything()
+                     for lr in rt.luns.values() if lr.device is not None}
+            if not force and all(kinds.get(dev) == "netlink" for dev in kept):
                 for problem in await self._flush_all():
                     log.warning("shutdown: %s", problem)
                 for rt in self.everything():

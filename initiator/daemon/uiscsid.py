@@ -4,10 +4,11 @@ It never reads a config file and never resolves a name: uiscsictl parses /etc/ui
 targets with IP addresses over the root-only control socket (`control`), so reconnects need no DNS.
 It flags itself no-broadcast-kill (iscsid_shim) so shutdown's kill sprees spare it, tells systemd it is
 ready through NOTIFY_SOCKET, and on SIGTERM flushes, detaches what is not mounted, logs out and exits
-(within 5 s). Mounted devices are never dropped by SIGTERM: with the ioctl bridge it keeps serving them
-until they are unmounted (a second SIGTERM or a SIGINT forces the exit); with ``--attach netlink`` it
-flushes and exits, and the kernel holds them (I/O waits) for replacement_timeout seconds until the next
-uiscsid takes them over (NBD netlink reconfigure): a restart without losing the disks.
+(within 5 s). Mounted devices are never dropped by SIGTERM: a netlink-attached one (the default where
+the kernel has NBD netlink) is flushed and left to the kernel, which holds it (I/O waits) for
+replacement_timeout seconds until the next uiscsid takes it over (NBD netlink reconfigure): a restart
+without losing the disks; an ioctl-attached one is served until it is unmounted (a second SIGTERM or a
+SIGINT forces the exit). Device names: kernel/udev_info (udev's links where its rule is installed).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 from iscsid_shim import flag_self
 
+from ..kernel import attach as nbd_attach
 from ..kernel.devnames import LINK_DIR
 from .control import ControlServer
 from .service import Service
@@ -35,10 +37,22 @@ EPILOG = """\
 examples:
   uiscsid                        # detach, flag itself, serve /run/uiscsid.sock; then: uiscsictl reload
   uiscsid -d -s /tmp/u.sock --attach none --no-flag     # foreground, sessions only (tests, no root)
-  uiscsid --attach netlink       # devices survive a restart: the next uiscsid takes them over
+  uiscsid --attach ioctl         # the old NBD ioctls (kernels without NBD netlink; see below)
 
-SIGTERM: flush, detach unmounted devices, log out, exit within 5 s. Mounted devices are kept: served until
-unmounted (nbd; SIGTERM again or SIGINT forces), or left to the kernel for the next uiscsid (netlink).
+attach (--attach): auto, the default, uses NBD netlink where the kernel has it (the nbd module loaded,
+Linux >= 4.12), else the ioctls. A netlink device survives anything done to the daemon: signals, a
+restart (the next uiscsid takes it over), even SIGKILL for replacement_timeout seconds. An ioctl device
+lives in a thread waiting in NBD_DO_IT, and it cannot survive a SIGSTOP/SIGCONT of the daemon: the wait
+is interrupted and the kernel drops the device. systemd-shutdown and sysvinit's killall5 SIGSTOP and
+SIGCONT every process (the no-broadcast-kill ones too) around their kill rounds, so with --attach ioctl
+a filesystem still mounted at the final unmount loses its disk and needs journal recovery.
+
+names: each LUN gets /dev/disk/by-iscsi/<iqn>-lun<N>. Where udev runs and its rule 61-uiscsi.rules is
+installed (`bootkit rc install`, or the Debian package), udev makes the link from the file uiscsid writes
+under /run/uiscsid/udev, so systemd sees it as a device unit; elsewhere uiscsid makes the link itself.
+
+SIGTERM: flush, detach unmounted devices, log out, exit within 5 s. Mounted devices are kept: left to the
+kernel for the next uiscsid (netlink), or served until unmounted (ioctl; SIGTERM again or SIGINT forces).
 
 needs root for: the NBD ioctls/netlink (CAP_SYS_ADMIN), creating /dev/disk/by-iscsi links, the control socket
 in /run, and the no-broadcast-kill flag. With --attach none --no-flag -s PATH it runs unprivileged.
@@ -105,11 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", action="store_true", dest="foreground", help="stay in the foreground, log to stderr")
     p.add_argument("-s", dest="socket", metavar="SOCKET", default=DEFAULT_SOCKET,
                    help=f"control socket (default {DEFAULT_SOCKET})")
-    p.add_argument("--attach", choices=("nbd", "netlink", "none"), default="nbd",
-                   help="nbd: give LUNs to the kernel through the NBD ioctls (default); netlink: through NBD "
-                        "netlink, so that a restarted uiscsid takes over the live devices; none: sessions only")
+    p.add_argument("--attach", choices=nbd_attach.MODES, default=nbd_attach.DEFAULT,
+                   help="how LUNs go to the kernel: auto (default): netlink where the kernel has it, else "
+                        "ioctl; netlink: NBD netlink, devices outlive signals and restarts; ioctl (or its old "
+                        "name nbd): the NBD ioctls, a device dies with a SIGSTOP of the daemon; none: "
+                        "sessions only")
     p.add_argument("--no-flag", action="store_true", help="do not flag itself no-broadcast-kill")
-    p.add_argument("--link-dir", default=LINK_DIR, metavar="DIR", help=f"where the stable links go ({LINK_DIR})")
+    p.add_argument("--link-dir", default=LINK_DIR, metavar="DIR",
+                   help=f"where the stable links go ({LINK_DIR}; another dir: links made by uiscsid, never udev)")
     p.add_argument("-v", "--verbose", action="store_true", help="log protocol detail")
     return p
 

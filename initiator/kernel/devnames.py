@@ -1,8 +1,10 @@
 """Stable names for attached LUNs: ``/dev/disk/by-iscsi/<target IQN>-lun<N>``, whatever /dev/nbdN they got.
 
-One name per LUN (`stable_name`) is both the by-iscsi link's file name and the NBD netlink backend
-identifier (/sys/block/nbdN/backend), so a restarted uiscsid finds a kept device under the same name a
-user mounts. Links are replaced atomically (a temporary link renamed over the old one).
+The names themselves are udev_info's (one definition, shared with the udev rule): `stable_name` is the
+NBD netlink backend identifier (/sys/block/nbdN/backend), so a restarted uiscsid finds a kept device under
+the same name a user mounts, and `link_name` is the link's file name (the same, escaped as udev would).
+Where udev names the devices (udev_info.udev_names) udev makes the links; elsewhere the daemon makes them
+here. Links are replaced atomically (a temporary link renamed over the old one).
 """
 
 from __future__ import annotations
@@ -10,12 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-LINK_DIR = "/dev/disk/by-iscsi"
+from .udev_info import LINK_DIR, link_name, stable_name
 
-
-def stable_name(target_name: str, lun: int) -> str:
-    """``iqn.2026-11.org.example:disk-lun1``: the name of LUN ``lun`` of ``target_name``."""
-    return f"{target_name}-lun{lun}"
+__all__ = ["LINK_DIR", "link_name", "make_link", "remove_link", "stable_name"]
 
 
 def make_link(link_dir: str, name: str, device: str) -> str:

@@ -20,3 +20,14 @@ log() {
     echo "$_l" >>"$PROOF_RESULTS/$_n.log"
     echo "$_l"
 }
+
+# wait_until SECONDS CMD...: run CMD every 0.1 s until it succeeds (0) or SECONDS have passed on the clock
+# (1). The clock bounds it, not a count of sleeps: under TCG each `sleep 0.1` costs much more than 0.1 s.
+wait_until() {
+    _until=$(($(date +%s) + $1))
+    shift
+    until "$@"; do
+        [ "$(date +%s)" -lt "$_until" ] || return 1
+        sleep 0.1
+    done
+}

@@ -1,8 +1,13 @@
-"""The proof (issue 8): reboot cycles, the no-shim negative control, a power cut and a target down at boot.
+"""The proof (issues 8 and 12): reboot cycles and their negative controls, a power cut and a target down at
+boot, with the busybox rc or on a Debian image with systemd.
 
+- plan.py: what a proof runs against, as parameters (target, fstab line, init, attach, shim, busy).
 - lun.py: the LUN backing file on the host (create, format, seed) and the host-side checks.
-- guest.py: the guest's rc, rc.shutdown, fstab and uiscsi.conf rendered into one rc dir; log parsing.
-- facts.py: booting a proof guest and reading back what it did.
-- reboot.py, target_down.py: the scenarios; cli.py: `bootkit vm reboot-test|power-cut-test|target-down-test`.
-The guest-side scripts are package data in vm/guest_proof/.
+- timeline.py: every boot as timeline events (name, guest uptime, host time, detail), one vocabulary.
+- inits.py: the init systems (--init); init_systemd.py: the systemd guest (files, shutdown, console).
+- busybox: guest.py (the rendered rc, rc.shutdown, fstab and uiscsi.conf; log parsing), facts.py (booting
+  a proof guest, reading back what it did), reboot.py and target_down.py (the scenarios).
+- image_proof.py: the scenarios on a Debian image, for any init of inits.py.
+- cli.py: `bootkit vm reboot-test|power-cut-test|target-down-test`.
+The guest-side scripts and units are package data in vm/guest_proof/.
 """

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from vm.guest_image import GuestImage
 from vm.harness import BootFiles, GuestResult, PowerCut, run_guest
-from vm.scenarios import guest, lun
+from vm.image_boot import run_image
+from vm.scenarios import guest, lun, timeline
 from vm.scenarios.lun import recorded_hash
+from vm.scenarios.timeline import Event
 from vm.targets import Tgt
 
 Say = Callable[[str], None]
@@ -52,6 +55,59 @@ class Runner:
         (results / "console.log").write_text(r.console + "\n")
         return r
 
+    def boot_image(
+        self,
+        image: GuestImage,
+        results: Path,
+        script: str,
+        *,
+        kernel_args: Sequence[str] = (),
+        journal_to_console: bool = False,
+        power_cut: PowerCut | None = None,
+    ) -> GuestResult:
+        """One boot of a Debian guest image (vm/image_boot.py); ``script`` shuts the guest down itself."""
+        shutil.rmtree(results, ignore_errors=True)
+        results.mkdir(parents=True)
+        r = run_image(
+            image,
+            script=script,
+            after="none",
+            net=True,
+            results_dir=results,
+            power_cut=power_cut,
+            timeout=self.timeout,
+            stream=self.stream,
+            kernel_args=kernel_args,
+            journal_to_console=journal_to_console,
+            kernel=self.boot_files.kernel if self.boot_files else None,
+        )
+        (results / "console.log").write_text(r.console + "\n")
+        return r
+
+
+class CycleVerdict:
+    """What every scenario's reboot cycle (a dataclass with these fields) concludes from its fields."""
+
+    error: str | None
+    found_clean: bool
+    mounted: bool
+    host_after: lun.HostCheck
+    timeline: list[Event]
+
+    @property
+    def shutdown_clean(self) -> bool:
+        return not self.host_after.damaged
+
+    @property
+    def clean(self) -> bool:
+        return self.error is None and self.found_clean and self.mounted
+
+    def as_dict(self) -> dict:
+        d = asdict(self)  # type: ignore[call-overload]
+        d.update(clean=self.clean, shutdown_clean=self.shutdown_clean, host_after=self.host_after.as_dict(),
+                 timeline=[e.as_dict() for e in self.timeline])
+        return d
+
 
 def prepare(lun_file: Path, workdir: Path, payload_mb: int) -> tuple[Path, Path, bool]:
     """Every scenario's opening: absolute paths, the work dir made, and the LUN file created, formatted
@@ -90,6 +146,11 @@ class BootFacts:
     wrote_sha256: str | None
     services: list[tuple[str, float, str]]
     console: list[str] = field(repr=False, default_factory=list)
+    timeline: list[Event] = field(default_factory=list)
+
+    def timings(self) -> dict[str, float | None]:
+        """Guest seconds since the kernel started, for the events a report sums up."""
+        return {e.name: e.guest_t for e in reversed(self.timeline) if e.guest_t is not None}
 
     def step(self, name: str) -> guest.Step | None:
         return guest.step(self.steps, name)
@@ -110,6 +171,49 @@ class BootFacts:
         return sum(1 for line in self.output(step_name) if _IO_ERROR.search(line))
 
 
+# The busybox rc's steps as timeline events: step -> (event at its begin, event at its end when rc=0,
+# event at its end otherwise); None: no event.
+STEP_EVENTS = {
+    "uiscsid": ("daemon-start", "daemon-ready", None),
+    "reload": (None, "reload-done", "reload-failed"),
+    "fsck-net": ("fsck-begin", "fsck-end", "fsck-end"),
+    "mount-net": ("mount-begin", "mounted", "mount-failed"),
+    "services": ("services", None, None),
+    "services-stop": ("services-stop", "services-stopped", "services-stopped"),
+    "shutdown-kill": ("final-term", None, None),
+    "umount-net": ("unmount-begin", "unmounted", "unmount-failed"),
+    "uiscsid-stop": ("logout-begin", "logout-end", "logout-end"),
+}
+MARKER_EVENTS = {"boot end": "boot-done", "shutdown begin": "shutdown-begin"}
+HARNESS_EVENTS = {"boot": "boot", "cmd-begin": "cmd-begin", "cmd-end": "cmd-end", "poweroff": "power-off"}
+
+
+def busybox_timeline(r: GuestResult, steps: list[guest.Step], markers: dict[str, float],
+                     services: list[tuple[str, float, str]], replayed: bool) -> list[Event]:
+    """The rc's step markers and the services' log lines (guest epoch times) as timeline events, put on
+    the guest's uptime through the harness's rc-begin marker (printed just before the rc's "boot begin")."""
+    rc_begin, boot_begin = r.event("rc-begin"), markers.get("boot begin")
+    offset = rc_begin.uptime - boot_begin if rc_begin and boot_begin is not None else None
+    raw: list[tuple[str, float, str]] = []
+    for st in steps:
+        begin, ok, failed = STEP_EVENTS.get(st.name, (None, None, None))
+        if begin:
+            raw.append((begin, st.begin, f"step {st.name} begin"))
+        end = ok if st.rc == 0 else failed
+        if end and st.end is not None:
+            raw.append((end, st.end, f"step {st.name} end rc={st.rc}"))
+            if st.name == "fsck-net" and replayed:
+                raw.append(("fsck-replay", st.end, "fsck -N -p replayed the journal"))
+    raw += [(MARKER_EVENTS[m], t, f"rc: {m}") for m, t in markers.items() if m in MARKER_EVENTS]
+    raw += [(f"{svc}-start", t, text) for svc, t, text in services
+            if svc in ("writer", "nodisk") and text.startswith("start")]
+    events = [Event(name, round(t + offset, 3) if offset is not None else None, None, detail)
+              for name, t, detail in raw]
+    events += timeline.from_markers(r.events, HARNESS_EVENTS)
+    anchors = [e for e in r.events if e.uptime >= 0]
+    return timeline.ordered(timeline.fill_clocks(events, anchors))
+
+
 def facts(r: GuestResult) -> BootFacts:
     res = r.results_dir
     steps, markers = guest.parse_rc_log(read(res, "rc.log"))
@@ -118,6 +222,8 @@ def facts(r: GuestResult) -> BootFacts:
     mount = guest.step(steps, "mount-net")
     fsck_out = guest.between(console, "step fsck-net begin", "step fsck-net end")
     logs = "\n".join(read(res, f"{n}.log") for n in ("writer", "nodisk", "cycle", "late"))
+    services = sorted(guest.service_events(logs), key=lambda e: e[1])
+    replayed = any("recovering journal" in line for line in fsck_out)
     return BootFacts(
         seconds=r.duration,
         error=r.error,
@@ -126,12 +232,13 @@ def facts(r: GuestResult) -> BootFacts:
         markers=markers,
         fsck_exit=fsck.rc if fsck else None,
         fsck_output=fsck_out,
-        journal_replayed=any("recovering journal" in line for line in fsck_out),
+        journal_replayed=replayed,
         mount_exit=mount.rc if mount else None,
         previous_payload=read(res, "prev.payload", "unknown"),
         wrote_sha256=recorded_hash(read(res, "new.sha256").encode()),
-        services=sorted(guest.service_events(logs), key=lambda e: e[1]),
+        services=services,
         console=console,
+        timeline=busybox_timeline(r, steps, markers, services, replayed),
     )
 
 

@@ -22,10 +22,8 @@ from pathlib import Path
 from initiator.daemon.wire import DEFAULT_SOCKET
 from rc import render as rc_render
 from vm.harness import GUEST_RC_DIR, GUEST_RESULTS
+from vm.scenarios.plan import GUEST_IQN, MOUNTPOINT, TARGET_IQN, FstabSpec, TargetSpec
 
-GUEST_IQN = "iqn.2026-11.test.bootkit:proof-guest"
-TARGET_IQN = "iqn.2026-11.test.bootkit:proof"
-MOUNTPOINT = "/srv/data"
 SOCKET = DEFAULT_SOCKET
 PIDFILE = "/run/uiscsid.pid"
 SCRIPTS = Path(__file__).resolve().parent.parent / "guest_proof"
@@ -45,27 +43,29 @@ class GuestPlan:
     shim: bool = True
     payload_mb: int = 8
     reload_wait: float = 10.0
+    attach: str = ""  # uiscsid --attach; "": its default (auto)
     iqn: str = TARGET_IQN
     venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
 
     @property
+    def target(self) -> TargetSpec:
+        return TargetSpec(port=self.port, iqn=self.iqn)
+
+    @property
+    def fstab(self) -> FstabSpec:
+        return FstabSpec.by_iscsi(self.target, "defaults", "_netdev", "nofail")
+
+    @property
     def link(self) -> str:
-        return f"/dev/disk/by-iscsi/{self.iqn}-lun1"
+        return self.target.link
 
 
 def fstab_text(plan: GuestPlan) -> str:
-    return (
-        "# bootkit proof: the iSCSI LUN by its stable link; a network disk (_netdev), not needed to boot\n"
-        f"{plan.link} {MOUNTPOINT} ext4 defaults,_netdev,nofail 0 2\n"
-    )
+    return plan.fstab.text("the iSCSI LUN by its stable link; a network disk (_netdev), not needed to boot")
 
 
 def config_text(plan: GuestPlan) -> str:
-    return (
-        f"# bootkit proof: the host's tgtd, seen from the guest\ninitiatorname {GUEST_IQN}\n"
-        f"target proof {{\n    targetaddr 10.0.2.2 port {plan.port}\n    targetname {plan.iqn}\n"
-        "    lun 1\n}\n"
-    )
+    return plan.target.config_text(GUEST_IQN)
 
 
 def settings(plan: GuestPlan) -> rc_render.Settings:
@@ -84,6 +84,7 @@ def settings(plan: GuestPlan) -> rc_render.Settings:
         reload_wait=plan.reload_wait,
         ctl_timeout=60.0,
         shim=plan.shim,
+        attach=plan.attach,
         network="ip link set eth0 up",
         services_start=f"{rc}/services.sh start",
         services_stop=f"{rc}/services.sh stop",
@@ -93,6 +94,13 @@ def settings(plan: GuestPlan) -> rc_render.Settings:
         shutdown_kill_args=SHUTDOWN_KILL_ARGS,
         poweroff="",
     )
+
+
+def describe(plan: GuestPlan) -> dict:
+    """What a busybox report says about its setup (the same keys as ProofPlan.describe)."""
+    return {"init": "busybox", "shim": plan.shim, "fstab_line": plan.fstab.line(), "fstab_source": plan.fstab.source,
+            "mountpoint": plan.fstab.mountpoint, "target": f"{plan.iqn} lun 1", "attach": plan.attach or "auto",
+            "busy": False, "shutdown": "rc.shutdown, poweroff"}
 
 
 def env_text(plan: GuestPlan) -> str:
@@ -108,6 +116,11 @@ def env_text(plan: GuestPlan) -> str:
         "PROOF_CONFIG": s.config,
         "PROOF_FSTAB": s.fstab,
         "PROOF_PIDFILE": s.pidfile,
+        # late.sh, once the target is back: what the busybox rc does at boot, then the writer
+        "PROOF_LATE_MOUNT_CMD": '"$PROOF_BOOTKIT" fsck -N -p --wait 10 --fstab "$PROOF_FSTAB"; '
+        'echo $? >"$PROOF_RESULTS/late.fsck"; "$PROOF_BOOTKIT" mount -a -N --wait 10 --fstab "$PROOF_FSTAB"',
+        "PROOF_WRITER_START_CMD": '"$PROOF_DIR/writer.sh" </dev/null >>"$PROOF_RESULTS/services.out" 2>&1 & '
+        'echo $! >"$PROOF_RUN/writer.pid"',
     }
     return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 

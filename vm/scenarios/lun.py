@@ -85,6 +85,30 @@ class HostCheck:
     def clean(self) -> bool:
         return not self.needs_recovery and self.e2fsck_exit == 0
 
+    @property
+    def damaged(self) -> bool:
+        """Not what a clean shutdown leaves: needs recovery, e2fsck complains, or not the last payload."""
+        return not self.clean or self.payload_ok is not True
+
+    def failures(self, where: str) -> list[str]:
+        """What is wrong with the LUN after a shutdown, in words (empty: clean, payload intact)."""
+        out = []
+        if self.needs_recovery:
+            out.append(f"{where}: after shutdown the LUN still needs journal recovery (not cleanly unmounted)")
+        if self.e2fsck_exit != 0:
+            out.append(f"{where}: after shutdown e2fsck -fn exit {self.e2fsck_exit}")
+        if self.payload_ok is not True:
+            out.append(f"{where}: after shutdown the LUN does not hold the payload just written "
+                       "(read without journal replay)")
+        return out
+
+    def final_failure(self) -> list[str]:
+        """The last check of a run, in words (empty: clean, payload intact)."""
+        if not self.damaged:
+            return []
+        return [(f"final: LUN needs_recovery={self.needs_recovery}, e2fsck -fn exit {self.e2fsck_exit}, "
+                f"payload_ok={self.payload_ok}")]
+
     def as_dict(self) -> dict:
         return {**asdict(self), "clean": self.clean}
 

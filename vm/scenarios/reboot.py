@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vm.harness import PowerCut
 from vm.scenarios import guest, lun
-from vm.scenarios.facts import BootFacts, Runner, facts, prepare, read, relative, start_target
+from vm.scenarios.facts import BootFacts, CycleVerdict, Runner, facts, prepare, read, relative, start_target
+from vm.scenarios.timeline import Event
 
 CYCLE = [f"{guest.GUEST_RC_DIR}/cycle.sh"]
 CUT_MARKER = "cut now"
 
 
 @dataclass
-class Cycle:
+class Cycle(CycleVerdict):
     """One reboot cycle; see the module docstring for what clean means."""
 
     cycle: int
@@ -46,19 +47,8 @@ class Cycle:
     daemon_stop_exit: int | None  # 0: logged out and exited; 3: was not running any more
     host_after: lun.HostCheck
     inherited: bool = False  # cycle 1 on a LUN a previous run left dirty: not held against this run
-
-    @property
-    def shutdown_clean(self) -> bool:
-        return self.host_after.clean and self.host_after.payload_ok is True
-
-    @property
-    def clean(self) -> bool:
-        return self.error is None and self.found_clean and self.mounted
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.update(clean=self.clean, shutdown_clean=self.shutdown_clean, host_after=self.host_after.as_dict())
-        return d
+    timings: dict[str, float | None] = field(default_factory=dict)
+    timeline: list[Event] = field(default_factory=list)
 
 
 def _dirty_kb(text: str) -> int | None:
@@ -89,6 +79,8 @@ def make_cycle(n: int, f: BootFacts, results: Path, before: lun.HostCheck, after
         umount_io_errors=f.io_errors("umount-net"),
         daemon_stop_exit=stop.rc if stop else None,
         host_after=after,
+        timings=f.timings(),
+        timeline=f.timeline,
     )
 
 
@@ -117,23 +109,8 @@ def failures(cycles: list[Cycle], final: lun.HostCheck) -> list[str]:
             out.append(
                 f"{where}: the last step, stopping uiscsid, exit {c.daemon_stop_exit} (3: it was gone)"
             )
-        if c.host_after.needs_recovery:
-            out.append(
-                f"{where}: after shutdown the LUN still needs journal recovery (not cleanly unmounted)"
-            )
-        if c.host_after.e2fsck_exit != 0:
-            out.append(f"{where}: after shutdown e2fsck -fn exit {c.host_after.e2fsck_exit}")
-        if c.host_after.payload_ok is not True:
-            out.append(
-                f"{where}: after shutdown the LUN does not hold the payload just written "
-                "(read without journal replay)"
-            )
-    if not final.clean or final.payload_ok is not True:
-        out.append(
-            f"final: LUN needs_recovery={final.needs_recovery}, e2fsck -fn exit {final.e2fsck_exit}, "
-            f"payload_ok={final.payload_ok}"
-        )
-    return out
+        out += c.host_after.failures(where)
+    return out + final.final_failure()
 
 
 def reboot_test(
@@ -144,6 +121,7 @@ def reboot_test(
     runner: Runner,
     payload_mb: int = 8,
     on_cycle: Callable[[Cycle, BootFacts], None] | None = None,
+    attach: str = "",
 ) -> dict:
     """Run CYCLES boots against LUN_FILE and return the report (see `bootkit vm reboot-test --help`).
 
@@ -165,7 +143,7 @@ def reboot_test(
     report: list[Cycle] = []
     with start_target(workdir, lun_file) as tgt:
         say(f"tgtd serves it as {tgt.iqn} on 127.0.0.1:{tgt.port} (10.0.2.2:{tgt.port} in the guest)")
-        plan = guest.GuestPlan(port=tgt.port, shim=shim, payload_mb=payload_mb)
+        plan = guest.GuestPlan(port=tgt.port, shim=shim, payload_mb=payload_mb, attach=attach)
         rc_dir = guest.render_dir(plan, workdir / "rc")
         before = initial
         for n in range(1, cycles + 1):
@@ -193,6 +171,7 @@ def reboot_test(
     ok = not bad if shim else bool(bad)
     return {
         "test": "reboot",
+        **guest.describe(plan),
         "shim": shim,
         "lun_file": str(lun_file),
         "created": created,
@@ -228,13 +207,14 @@ def order_of(f: BootFacts) -> dict:
     return {"ok": ok, **{k: relative(f, v) for k, v in times.items()}}
 
 
-def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: int = 8) -> dict:
+def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: int = 8, attach: str = "") -> dict:
     """Cut the power mid-write, then boot again: fsck -N -p must repair before mount -a -N and services."""
     t0 = time.monotonic()
     lun_file, workdir, created = prepare(lun_file, workdir, payload_mb)
     say = runner.say
     with start_target(workdir, lun_file) as tgt:
-        rc_dir = guest.render_dir(guest.GuestPlan(port=tgt.port, payload_mb=payload_mb), workdir / "rc")
+        plan = guest.GuestPlan(port=tgt.port, payload_mb=payload_mb, attach=attach)
+        rc_dir = guest.render_dir(plan, workdir / "rc")
         say("boot 1: write and sync a payload, keep writing churn, then pull the plug")
         r1 = runner.boot(
             rc_dir,
@@ -268,6 +248,7 @@ def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: in
     )
     return {
         "test": "power-cut",
+        **guest.describe(plan),
         "lun_file": str(lun_file),
         "created": created,
         "cut": {
@@ -285,6 +266,8 @@ def power_cut_test(lun_file: Path, workdir: Path, runner: Runner, payload_mb: in
             "fsck_output": f2.fsck_output,
             "order": order,
             "previous_payload": f2.previous_payload,
+            "timings": f2.timings(),
+            "timeline": [e.as_dict() for e in f2.timeline],
         },
         "host_after": after.as_dict(),
         "checks": checks,

@@ -20,7 +20,7 @@ from vm.targets import Tgt, free_port
 LATE = [f"{guest.GUEST_RC_DIR}/late.sh"]
 
 
-class _LateTarget:
+class LateTarget:
     """Starts tgtd once the guest asks for it (a file in /results), on the port the guest's config names."""
 
     def __init__(self, results: Path, port: int, lun_file: Path, workdir: Path, deadline: float) -> None:
@@ -55,21 +55,21 @@ class _LateTarget:
 
 
 def target_down_test(
-    lun_file: Path, workdir: Path, runner: Runner, bound: float = 120.0, payload_mb: int = 8
+    lun_file: Path, workdir: Path, runner: Runner, bound: float = 120.0, payload_mb: int = 8, attach: str = ""
 ) -> dict:
     """Boot with the target down, then bring it back; see the module docstring. Returns the report."""
     t0 = time.monotonic()
     lun_file, workdir, created = prepare(lun_file, workdir, payload_mb)
     say = runner.say
     port = free_port()  # nothing listens there until the guest asks
-    plan = guest.GuestPlan(port=port, payload_mb=payload_mb)
+    plan = guest.GuestPlan(port=port, payload_mb=payload_mb, attach=attach)
     rc_dir = guest.render_dir(plan, workdir / "rc")
     results = workdir / "boot"
     results.mkdir(parents=True, exist_ok=True)
     say(
         f"boot with the target down (nothing listens on 10.0.2.2:{port}); reload waits {plan.reload_wait:g} s"
     )
-    with _LateTarget(results, port, lun_file, workdir, time.monotonic() + runner.timeout) as late:
+    with LateTarget(results, port, lun_file, workdir, time.monotonic() + runner.timeout) as late:
         r = runner.boot(rc_dir, results, LATE)
     f = facts(r)
     reload = f.step("reload")
@@ -118,12 +118,15 @@ def target_down_test(
     )
     return {
         "test": "target-down",
+        **guest.describe(plan),
         "lun_file": str(lun_file),
         "created": created,
         "seconds_boot": f.seconds,
         "error": f.error,
         "boot": boot,
         "after_target_returns": after_late,
+        "timings": f.timings(),
+        "timeline": [e.as_dict() for e in f.timeline],
         "host_after": host.as_dict(),
         "checks": checks,
         "ok": all(checks.values()),

@@ -216,6 +216,22 @@ def test_detach_logs_out_and_reload_brings_it_back(daemon, workdir, tgtd, capsys
     assert daemon.target("disk")["state"] == "logged-in"
 
 
+def test_detach_unused_logs_out_of_every_free_target_and_takes_no_force(daemon, workdir, tgtd, capsys):
+    a, b = tgtd(), tgtd()
+    conf = write_conf(workdir, block("one", a), block("two", b))
+    assert daemon.ctl(capsys, "reload", "-f", conf)[0] == 0
+    rc, out, err = daemon.ctl(capsys, "detach", "--unused")
+    assert rc == 0 and out.splitlines() == ["one: detached", "two: detached"], (out, err)
+    assert {t["state"] for t in daemon.show()["targets"]} == {"detached"}
+    rc, _, err = daemon.ctl(capsys, "detach", "--unused", "--force")
+    assert rc == 1 and "takes no --force" in err
+    with pytest.raises(SystemExit) as exit_:
+        daemon.ctl(capsys, "detach")
+    assert exit_.value.code == 2 and "one of the arguments NAME --unused is required" in capsys.readouterr().err
+    assert daemon.ctl(capsys, "reload", "-f", conf)[0] == 0  # the next reload logs in again
+    assert daemon.target("one")["state"] == "logged-in"
+
+
 def test_target_restart_is_recovered_within_the_same_session(daemon, workdir, tgtd, capsys):
     t = tgtd()
     assert daemon.ctl(capsys, "reload", "-f", write_conf(workdir, block("disk", t)))[0] == 0

@@ -1,11 +1,12 @@
 """uiscsid in the QEMU guest attaches a LUN of a host tgtd (at 10.0.2.2) as /dev/nbdN: the whole path.
 
-Budget: one guest boot. In the guest: uiscsid (flagged no-broadcast-kill) + uiscsictl reload, the
-/dev/disk/by-iscsi link, mkfs.ext4, mount, write, sync; detach and a changing reload refused while
-mounted; fsync'd writes go on while the host restarts tgtd (no error may reach the writer); SIGTERM keeps
-serving the mounted device until umount, then exits. Then `--attach netlink`: SIGTERM under a mounted
-filesystem leaves its device to the kernel, a write waits, and a new uiscsid takes the device over. On
-the host: the files tgtd serves are read with debugfs, so the data went through iSCSI.
+Budget: one guest boot. In the guest: uiscsid --attach ioctl (flagged no-broadcast-kill) + uiscsictl
+reload, the /dev/disk/by-iscsi link, mkfs.ext4, mount, write, sync; detach and a changing reload refused
+while mounted; fsync'd writes go on while the host restarts tgtd (no error may reach the writer); SIGTERM
+keeps serving the mounted device until umount, then exits. Then the default attach (netlink on this
+kernel): SIGTERM under a mounted filesystem leaves its device to the kernel, a write waits, and a new
+uiscsid takes the device over. On the host: the files tgtd serves are read with debugfs, so the data went
+through iSCSI.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ conf() {{
     printf ' targetname {iqn}\n %s\n}}\n' "$1" >> /tmp/uiscsi.conf
 }}
 conf ""
-uiscsid -d > $R/uiscsid.log 2>&1 &
+uiscsid -d --attach ioctl > $R/uiscsid.log 2>&1 &
 PID=$!
 for i in $(seq 200); do test -S /run/uiscsid.sock && break; sleep 0.05; done
 uiscsictl reload -f /tmp/uiscsi.conf --wait 30 > $R/reload.out 2>&1; echo $? > $R/reload.rc
@@ -68,11 +69,12 @@ echo "written after SIGTERM" > /mnt/t/after.txt; sync
 umount /mnt/t; echo $? > $R/umount.rc
 wait $PID; echo $? > $R/daemon.rc
 test -e $LINK; echo $? > $R/link_gone
-# --attach netlink: a uiscsid restarted under a mounted filesystem takes its device over
-uiscsid -d --attach netlink > $R/uiscsid2.log 2>&1 &
+# the default attach (netlink here): a uiscsid restarted under a mounted filesystem takes its device over
+uiscsid -d > $R/uiscsid2.log 2>&1 &
 PID=$!
 for i in $(seq 200); do test -S /run/uiscsid.sock && break; sleep 0.05; done
 uiscsictl reload -f /tmp/uiscsi.conf --wait 30 > $R/reload2.out 2>&1; echo $? > $R/reload2.rc
+uiscsictl show luns --json > $R/luns2.json
 L2=/dev/disk/by-iscsi/{iqn}-lun2
 readlink -f $L2 > $R/link2a
 mkfs.ext4 -q -F -L kept $L2
@@ -83,7 +85,7 @@ kill -TERM $PID; wait $PID; echo $? > $R/daemon2.rc
 (echo "after the restart" > /mnt/k/after.txt; sync; touch $R/writer2.done) &
 W=$!
 sleep 1; test -e $R/writer2.done; echo $? > $R/writer2_waited
-uiscsid -d --attach netlink > $R/uiscsid3.log 2>&1 &
+uiscsid -d > $R/uiscsid3.log 2>&1 &
 PID=$!
 for i in $(seq 200); do test -S /run/uiscsid.sock && break; sleep 0.05; done
 uiscsictl reload -f /tmp/uiscsi.conf --wait 30 > $R/reload3.out 2>&1; echo $? > $R/reload3.rc
@@ -127,6 +129,7 @@ def test_uiscsid_serves_ext4_from_a_host_lun_through_restarts_refusals_and_sigte
     lun, lun2 = json.loads(text("luns.json"))["luns"]
     assert (lun["lun"], lun["size"], lun["block_size"], lun2["lun"]) == (1, 64 << 20, 512, 2)
     assert text("link") == lun["device"] and lun["device"].startswith("/dev/nbd")
+    assert (lun["attach"], lun["link_by"], lun["link_present"]) == ("ioctl", "daemon", True), lun  # no udev here
     assert text("link2") == lun2["device"] != lun["device"]
     assert (text("mkfs.rc"), text("mount.rc"), text("umount.rc")) == ("0", "0", "0"), log
     assert text("detach_mounted.rc") == "1" and "mounted on /mnt/t" in text("detach_mounted.out")
@@ -149,12 +152,13 @@ def test_uiscsid_serves_ext4_from_a_host_lun_through_restarts_refusals_and_sigte
     assert hashlib.md5(files["stream"]).hexdigest() == text("stream.md5")
     assert len(files["stream"]) == n * 65536
     assert files["after.txt"] == b"written after SIGTERM\n"
-    # --attach netlink: SIGTERM left the mounted LUN 2 to the kernel, the next uiscsid took it over
+    # netlink: SIGTERM left the mounted LUN 2 to the kernel, the next uiscsid took it over
     log3 = (res / "uiscsid3.log").read_text()
     assert (text("reload2.rc"), text("mount2.rc"), text("daemon2.rc")) == ("0", "0", "0"), text("reload2.out")
     assert text("writer2_waited") == "1", "the write finished while no daemon served the device"
     assert (text("reload3.rc"), text("writer2.rc"), text("umount2.rc")) == ("0", "0", "0"), text("reload3.out")
     assert text("link2b") == text("link2a") and "took over" in log3, log3
+    assert {x["attach"] for x in json.loads(text("luns2.json"))["luns"]} == {"netlink"}  # the default
     assert text("ioerrors2") == "0" and text("daemon3.rc") == "0"
     for name, want in (("before.txt", b"before the restart\n"), ("after.txt", b"after the restart\n")):
         got = subprocess.run(["debugfs", "-R", f"cat /{name}", str(t.backing[1])], check=True,
