@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -63,10 +62,10 @@ def rendered(tmp_path_factory):
     probe = d / "probe.html"
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     dom = chromium.dump_dom(probe, width=1400)
-    m = re.search(r'<pre id="layout"[^>]*>(.*?)</pre>', dom, re.S)
+    m = re.search(r'<pre id="layout"[^>]*>(.*?)</pre>', dom, re.DOTALL)
     assert m, dom[-2000:]
     layout = json.loads(m[1].replace("&quot;", '"').replace("&amp;", "&"))
-    width, height = layout["page"]
+    _width, height = layout["page"]
     shot = chromium.screenshot(page, d / "report.png", 1400, height)
     return layout, Image.open(shot).convert("RGB")
 

@@ -57,8 +57,8 @@ def check(target: str | Path, fstype: str, expected: str | None = None, where: s
         ok = None
     else:
         ok = actual is not None and actual == recorded and expected in (None, actual)
-    return FsVerdict(fs.name, where, target, checked.tool, checked.exit, rec.needed, rec.evidence,
-                     checked.problems, checked.tail, actual, recorded, ok, expected)
+    return FsVerdict(rec.needed, checked.exit, checked.tail, actual, recorded, ok, expected, fs.name, where,
+                     checked.tool, target, rec.evidence, checked.problems)
 
 
 def seed_dir(root: Path, payload_mb: int) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# How each type calls what its next mount would replay (the words of the failure lines).
+REPLAYED = {"ext4": "journal recovery", "xfs": "log recovery", "btrfs": "log tree replay"}
+
 
 class FsCheckError(RuntimeError):
     """A check could not be run (a tool is missing, failed to start or hung); the message says which."""
@@ -20,19 +23,19 @@ class FsVerdict:
     without any replay: ``payload_ok`` is None when the filesystem holds no payload at all.
     """
 
-    fstype: str
-    where: str
-    target: str
-    tool: str
-    exit: int
     needs_recovery: bool
-    recovery_evidence: str
-    problems: list[str] = field(default_factory=list)  # the checker's lines that say what is wrong
+    exit: int
     tail: list[str] = field(default_factory=list)  # the checker's last lines, as evidence
     payload_sha256: str | None = None  # of the payload as read without replay
     recorded_sha256: str | None = None  # the digest the filesystem's payload.sha256 holds
     payload_ok: bool | None = None
     expected_sha256: str | None = None  # what the guest's writer last wrote, when known
+    fstype: str = "ext4"
+    where: str = "host"
+    tool: str = "e2fsck -fn"
+    target: str = ""
+    recovery_evidence: str = ""
+    problems: list[str] = field(default_factory=list)  # the checker's lines that say what is wrong
 
     @property
     def check(self) -> str:
@@ -54,17 +57,27 @@ class FsVerdict:
         """What is wrong after a shutdown, in words (empty: clean, payload intact)."""
         out = []
         if self.needs_recovery:
-            out.append(f"{where}: after shutdown the LUN still needs recovery ({self.recovery_evidence})")
+            out.append(f"{where}: after shutdown the LUN still needs {REPLAYED.get(self.fstype, 'recovery')} "
+                       "(not cleanly unmounted)")
         if self.exit != 0:
-            out.append(f"{where}: after shutdown {self.tool} exit {self.exit}"
-                       + (f": {self.problems[0]}" if self.problems else ""))
+            out.append(f"{where}: after shutdown {self.tool} exit {self.exit}")
         if self.payload_ok is not True:
             out.append(f"{where}: after shutdown the LUN does not hold the payload just written "
-                       "(read without replay)")
+                       "(read without journal replay)")
         return out
 
+    def final_failure(self) -> list[str]:
+        """The last check of a run, in words (empty: clean, payload intact)."""
+        if not self.damaged:
+            return []
+        return [(f"final: LUN needs_recovery={self.needs_recovery}, {self.tool} exit {self.exit}, "
+                f"payload_ok={self.payload_ok}")]
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "check": self.check, "clean": self.clean}
+        d = {**asdict(self), "check": self.check, "clean": self.clean}
+        if self.fstype == "ext4":  # the keys the proofs' JSON has always had
+            d.update(e2fsck_exit=self.exit, e2fsck_tail=self.tail)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> FsVerdict:

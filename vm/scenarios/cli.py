@@ -274,7 +274,7 @@ def reboot_table(rep: dict) -> str:
         )
     f = rep["final"]
     lines.append(
-        f"host, after the last cycle: e2fsck -fn exit {f['e2fsck_exit']}, needs_recovery "
+        f"{f['check']}, after the last cycle: exit {f['exit']}, needs_recovery "
         f"{f['needs_recovery']}, debugfs payload {'matches' if f['payload_ok'] else 'DOES NOT match'} "
         "the writer's sha256"
     )
@@ -316,7 +316,7 @@ def image_reboot_table(rep: dict) -> str:
         t = c["timings"]
         lines.append("       guest s: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v is not None))
     f = rep["final"]
-    lines.append(f"host, after the last cycle: e2fsck -fn exit {f['e2fsck_exit']}, needs_recovery "
+    lines.append(f"{f['check']}, after the last cycle: exit {f['exit']}, needs_recovery "
                  f"{f['needs_recovery']}, payload {'matches' if f['payload_ok'] else 'DOES NOT match'}")
     lines += [f"  - {text}" for text in rep["failures"]]
     if control:

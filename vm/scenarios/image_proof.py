@@ -188,7 +188,7 @@ def reboot_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, cycles: int,
     say = runner.say
     initial = lun.check(lun_file)
     say(f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
-        f"needs_recovery={initial.needs_recovery}, e2fsck -fn exit {initial.e2fsck_exit}")
+        f"needs_recovery={initial.needs_recovery}, {initial.tool} exit {initial.exit}")
     report: list[Cycle] = []
     with start_target(workdir, lun_file) as tgt:
         plan = plan_for(tgt.port)

@@ -133,7 +133,7 @@ def reboot_test(
     initial = lun.check(lun_file)
     say(
         f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
-        f"needs_recovery={initial.needs_recovery}, e2fsck -fn exit {initial.e2fsck_exit}"
+        f"needs_recovery={initial.needs_recovery}, {initial.tool} exit {initial.exit}"
     )
     if not initial.clean:
         say(
