@@ -37,16 +37,16 @@ def test_a_real_order_holds():
 @pytest.mark.parametrize("swap, words", [
     (("fsck-end", "mounted"), "fsck-end at 35.6 s came after mount-begin at 35.2 s"),
     (("mounted", "writer-start"), "mounted at 36.1 s came after writer-start"),
-    (("unmounted", "logout-end"), "unmounted at 53.0 s came after logout-begin"),
+    (("unmounted", "logout-end"), "unmounted at 53.0 s came after logout-end at 51.9 s"),
 ])
 def test_events_out_of_order_fail_the_ordering(swap, words):
     v = ordering(timeline(swap=swap))
     assert v.ok is False and words in v.summary
 
 
-def test_a_boot_that_never_mounted_fails_the_ordering():
+def test_a_boot_that_never_mounted_leaves_the_ordering_unjudged():
     v = ordering(timeline(drop=("mounted", "writer-start")))
-    assert v.ok is False and "no mounted, writer-start" in v.summary
+    assert v.ok is None and "no mounted, writer-start" in v.summary
 
 
 def test_the_busybox_shutdown_is_bounded_and_spares_the_daemon():

@@ -2,9 +2,9 @@
 
 The line goes into the guest's /etc/fstab as the admin wrote it (their type and options), so it must be
 one the proof can judge: a network entry (``_netdev`` or ``net``: the rc and systemd treat it as one), a
-filesystem the host knows how to check read-only (vm/fscheck), mounted at boot (not ``noauto``), and a
-source that is the LUN: its stable link ``/dev/disk/by-iscsi/<iqn>-lun<N>``, or a ``UUID=`` / ``LABEL=``
-tag of the filesystem on it. Errors read ``--fstab-line: message``.
+filesystem the host knows how to check read-only (vm/fscheck), mounted at boot (not ``noauto``), and the
+LUN's stable link ``/dev/disk/by-iscsi/<iqn>-lun<N>`` as its source (the name the daemon and udev give
+it, which the proof compares with what the init mounted). Errors read ``--fstab-line: message``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from fstab_tools.fstab import Entry, parse_line
 from fstab_tools.netfs import has_net_option
 from vm.byo.target import ByoError
 from vm.fscheck.filesystems import FILESYSTEMS
-
-TAGS = ("UUID", "LABEL")
 
 
 def parse_fstab_line(text: str, link: str) -> Entry:
@@ -34,20 +32,7 @@ def parse_fstab_line(text: str, link: str) -> Entry:
         raise ByoError("--fstab-line: noauto: the proof needs the filesystem mounted at boot")
     if not e.target.startswith("/") or e.target == "/":
         raise ByoError(f"--fstab-line: mount point {e.target!r}: give an absolute directory other than /")
-    tag = e.tag
-    if tag is None and e.source != link:
-        raise ByoError(f"--fstab-line: source {e.source!r} is not the LUN: use its stable link {link} "
-                       f"(or UUID=... / LABEL=... of its filesystem)")
-    if tag is not None and tag[0] not in TAGS:
-        raise ByoError(f"--fstab-line: source {e.source!r}: use the LUN's link {link}, UUID= or LABEL=")
+    if e.source != link:
+        raise ByoError(f"--fstab-line: source {e.source!r} is not the LUN: use its stable link {link} (the "
+                       "proof compares what the init mounted with it)")
     return e
-
-
-def format_label(entry: Entry, default: str) -> str:
-    """The label a --format gives the new filesystem: the line's LABEL= (so the line finds it), else DEFAULT.
-    A UUID= line cannot name a filesystem that does not exist yet."""
-    tag = entry.tag
-    if tag and tag[0] == "UUID":
-        raise ByoError("--fstab-line: a UUID= source cannot name a filesystem --format is about to make; "
-                       "use the LUN's stable link or LABEL=")
-    return tag[1] if tag and tag[0] == "LABEL" else default

@@ -13,6 +13,7 @@ the text on (``--console``).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -48,8 +49,10 @@ class Progress:
         self._shown = False
 
     # ------------------------------------------------------------------------------------------ events
-    def begin(self, n: int) -> None:
-        self.current, self.cycle_started, self.step_name = n, self.clock(), "boot"
+    def begin(self, n: int | None = None) -> None:
+        """Cycle N (default: the next one) starts."""
+        self.current = n if n is not None else self.current + 1
+        self.cycle_started, self.step_name = self.clock(), "boot"
         self.draw(force=True)
 
     def step(self, name: str) -> None:
@@ -59,9 +62,10 @@ class Progress:
         else:
             self.draw()
 
-    def end(self, n: int) -> None:
+    def end(self, n: int | None = None) -> None:
+        """Cycle N (default: the current one) is over; the host checks the LUN next."""
         self.durations.append(self.clock() - self.cycle_started)
-        self.step_name = "checking the LUN" if n < self.total else "finishing"
+        self.step_name = "checking the LUN"
         self.draw(force=True)
 
     def say(self, text: str) -> None:
@@ -92,7 +96,8 @@ class Progress:
     def line(self, now: float) -> str:
         n = max(self.current, 1)
         eta = self.eta(now)
-        parts = [f"{self.unit} {n}/{self.total}", self.step_name,
+        where = f"{self.unit} {n}/{self.total}" if n <= self.total else f"extra boot {n - self.total}"
+        parts = [where, self.step_name,
                  f"{clock_text(now - self.cycle_started)} in this {self.unit}",
                  f"ETA {clock_text(eta)}" if eta is not None else f"ETA after {self.unit} 1"]
         return " · ".join(parts)
@@ -109,11 +114,32 @@ class Progress:
         self._shown = True
 
 
+# What a guest's console says about where its boot is, for the status line only (the verdicts read the
+# timeline): the busybox rc's step markers and systemd's journal lines alike.
+STEPS = (
+    (re.compile(r"step uiscsid begin|Starting .*uiscsid"), "starting uiscsid"),
+    (re.compile(r"step reload begin|Starting .*uiscsi-reload|log in to the iSCSI targets"), "logging in"),
+    (re.compile(r"step fsck-net begin|Starting .*systemd-fsck@|File System Check on"), "fsck"),
+    (re.compile(r"step mount-net begin|Mounting /|systemd\[1\]: Mounting "), "mount"),
+    (re.compile(r"writer: \d+\.\d+ start|proof writer"), "services running"),
+    (re.compile(r"rc: \S+ shutdown begin|shutdown-begin|Stopping .*proof writer"), "shutting down"),
+    (re.compile(r"step umount-net begin|Unmounting /"), "unmounting"),
+    (re.compile(r"step uiscsid-stop begin|uiscsi-logout|log out of the iSCSI"), "logging out"),
+    (re.compile(r"systemd-shutdown\[1\]"), "final kill and unmount"),
+    (re.compile(r"reboot: (?:Power down|Restarting)|bootkit-vm\[\w+\] \S+ poweroff"), "powering off"),
+)
+
+
+def console_step(line: str) -> str | None:
+    """The step a console line shows the guest at, or None."""
+    return next((name for pattern, name in STEPS if pattern.search(line)), None)
+
+
 class ConsoleSteps:
     """A write-only text stream for the guest console: each line goes to ``classify``; a step it names
     becomes the progress's current step. ``echo``: where to copy the console text (``--console``)."""
 
-    def __init__(self, progress: Progress, classify: Callable[[str], str | None],
+    def __init__(self, progress: Progress, classify: Callable[[str], str | None] = console_step,
                  echo: TextIO | None = None) -> None:
         self.progress, self.classify, self.echo = progress, classify, echo
         self._lines = LineAssembler()

@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 # the bound a systemd system gives each stop job.
 BUSYBOX_SHUTDOWN_BOUND = 90.0
 # The order a boot and a shutdown must pass these events in (those a timeline has; see `ordering`).
-BOOT_ORDER = ("daemon-ready", "reload-done", "fsck-begin", "fsck-end", "mount-begin", "mounted", "writer-start")
+# (reload-done is not in it: systemd may start the fsck as soon as udev names the device, before the
+# reload unit is logged as finished; logout-begin neither: the logout unit's stop may begin before the
+# unmount ends, its end may not)
+BOOT_ORDER = ("daemon-ready", "device-found", "fsck-begin", "fsck-end", "mount-begin", "mounted", "writer-start")
 BOOT_REQUIRED = ("fsck-end", "mounted", "writer-start")
-SHUTDOWN_ORDER = ("shutdown-begin", "services-stopped", "unmount-begin", "unmounted", "logout-begin",
-                  "logout-end", "power-off")
+SHUTDOWN_ORDER = ("shutdown-begin", "services-stopped", "unmounted", "logout-end", "power-off")
 PROPERTIES = ("clean", "payload", "ordering", "shutdown bound")
 
 
@@ -75,18 +77,20 @@ def _chain(events: Sequence[dict], names: Sequence[str], after: float | None) ->
 
 
 def ordering(events: Sequence[dict]) -> Verdict:
-    """Boot: daemon ready, reload, fsck, mount, then the disk's service; shutdown: services stopped,
+    """Boot: daemon ready, device, fsck, mount, then the disk's service; shutdown: services stopped,
     unmounted, logged out, powered off. Each pair of events the timeline has must be in that order (guest
-    clock), and the boot's fsck end, mount and service start must be there."""
+    clock); without the boot's fsck end, mount and service start there is no order to judge (None)."""
     boot_lines, boot_bad = _chain(events, BOOT_ORDER, None)
     start = first_at(events, "shutdown-begin")
     down_lines, down_bad = _chain(events, SHUTDOWN_ORDER, _t(start) if start else None) if start else ([], [])
     missing = [n for n in BOOT_REQUIRED if first_at(events, n) is None]
     evidence = [f"boot: {', '.join(boot_lines) or 'no events'}",
                 f"shutdown: {', '.join(down_lines) or 'no events'}"]
-    problems = boot_bad + down_bad + ([f"the timeline has no {', '.join(missing)}"] if missing else [])
+    problems = boot_bad + down_bad
     if problems:
         return Verdict("ordering", False, "; ".join(problems), evidence)
+    if missing:  # a boot that never mounted fails "clean"; its order cannot be judged
+        return Verdict("ordering", None, f"not judged: the timeline has no {', '.join(missing)}", evidence)
     return Verdict("ordering", True, "checked before mounted, mounted before the service; unmounted before "
                    "logged out" if down_lines else "checked before mounted, mounted before the service",
                    evidence)

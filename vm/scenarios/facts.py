@@ -12,6 +12,7 @@ from typing import TextIO
 from vm.guest_image import GuestImage
 from vm.harness import BootFiles, GuestResult, PowerCut, run_guest
 from vm.image_boot import run_image
+from vm.report.progress import Progress
 from vm.scenarios import guest, lun, timeline
 from vm.scenarios.lun import recorded_hash
 from vm.scenarios.timeline import Event
@@ -29,6 +30,7 @@ class Runner:
     stream: TextIO | None = None
     say: Say = lambda text: None
     timeout: float = 420.0
+    progress: Progress | None = None  # told when each boot begins and ends (the terminal's status line)
 
     def boot(
         self,
@@ -41,6 +43,8 @@ class Runner:
     ) -> GuestResult:
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
+        if self.progress:
+            self.progress.begin()
         r = run_guest(
             list(command),
             rc_dir=rc_dir,
@@ -53,6 +57,8 @@ class Runner:
             boot_files=self.boot_files,
         )
         (results / "console.log").write_text(r.console + "\n")
+        if self.progress:
+            self.progress.end()
         return r
 
     def boot_image(
@@ -68,6 +74,8 @@ class Runner:
         """One boot of a Debian guest image (vm/image_boot.py); ``script`` shuts the guest down itself."""
         shutil.rmtree(results, ignore_errors=True)
         results.mkdir(parents=True)
+        if self.progress:
+            self.progress.begin()
         r = run_image(
             image,
             script=script,
@@ -82,6 +90,8 @@ class Runner:
             kernel=self.boot_files.kernel if self.boot_files else None,
         )
         (results / "console.log").write_text(r.console + "\n")
+        if self.progress:
+            self.progress.end()
         return r
 
 
@@ -91,12 +101,12 @@ class CycleVerdict:
     error: str | None
     found_clean: bool
     mounted: bool
-    host_after: lun.HostCheck
+    host_after: lun.HostCheck | None  # None: the host cannot read the LUN; the next boot judges the shutdown
     timeline: list[Event]
 
     @property
     def shutdown_clean(self) -> bool:
-        return not self.host_after.damaged
+        return self.host_after is None or not self.host_after.damaged
 
     @property
     def clean(self) -> bool:
@@ -104,7 +114,8 @@ class CycleVerdict:
 
     def as_dict(self) -> dict:
         d = asdict(self)  # type: ignore[call-overload]
-        d.update(clean=self.clean, shutdown_clean=self.shutdown_clean, host_after=self.host_after.as_dict(),
+        d.update(clean=self.clean, shutdown_clean=self.shutdown_clean,
+                 host_after=self.host_after.as_dict() if self.host_after is not None else None,
                  timeline=[e.as_dict() for e in self.timeline])
         return d
 
