@@ -27,9 +27,12 @@ examples:
 
 KILLALL_EPILOG = """\
 Spares pid 1, itself and its ancestors, kernel threads, zombies, flagged processes (`bootkit shim`),
--o PIDs and the PIDs in $BOOTKIT_RUNDIR/sendsigs.omit.d/*. Exit status as killall5(8): 0 some process
-was signalled, 2 none was left to signal, 1 error. Only ever run it at shutdown, in a PID namespace or
-in a guest: on a live host it kills your session.
+-o PIDs and the PIDs in $BOOTKIT_RUNDIR/sendsigs.omit.d/*. Like sysvinit's killall5 it first stops every
+other process with kill(-1, SIGSTOP), the spared ones too, signals the victims, then sends
+kill(-1, SIGCONT): a spared daemon is never signalled but is stopped and continued (an NBD device
+attached through the ioctl dies of that; `uiscsid --attach netlink` does not). Exit status as
+killall5(8): 0 some process was signalled, 2 none was left to signal, 1 error. Only ever run it at
+shutdown, in a PID namespace or in a guest: on a live host it stops and kills your session.
 
 examples:
   bootkit killall5 -s TERM -o 812
@@ -40,8 +43,9 @@ examples:
 SHUTDOWN_EPILOG = """\
 OpenBSD reboot(8)'s sequence, every step sparing what `bootkit killall5` spares: SIGTERM to all, wait
 (up to --term-wait; we go on early once none is left), sync, wait (up to --sync-wait), then SIGKILL up
-to --kill-tries times, sleeping --kill-step * i after try i, until nothing is left. Exit 0 when nothing
-unflagged is left, 1 when some process would not die.
+to --kill-tries times, sleeping --kill-step * i after try i, until nothing is left. Each broadcast
+stops and continues every other process first, as Linux's killall5 and systemd-shutdown do. Exit 0
+when nothing unflagged is left, 1 when some process would not die.
 
 examples:
   bootkit shutdown-kill

@@ -1,5 +1,14 @@
 """A broadcast kill that honours the no-broadcast-kill flag: killall5(8) and OpenBSD reboot(8)'s sequence.
 
+Every broadcast is wrapped as Linux's real ones are (sysvinit's killall5, busybox's killall5 and
+systemd-shutdown alike): ``kill(-1, SIGSTOP)`` first stops every other process, the spared ones
+included, the victims are chosen and signalled while nothing can fork or exit, and ``kill(-1, SIGCONT)``
+lets everything run again. A spared process is never signalled, but it is stopped and continued: a
+process blocked in the NBD_DO_IT ioctl sees the stop as a pending signal and the kernel shuts its device
+down ("block nbdN: shutting down sockets"), which the netlink attach does not suffer. Like the real
+killall5 we lock ourselves into memory for that window, so that no page fault of ours can wait on a
+stopped process's storage.
+
 Spared, always: pid 1, this process and its ancestors (the rc script that runs us must go on to unmount;
 killall5 spares its whole session for that reason, but an rc run from init's own session would then
 spare the services too), kernel threads, zombies (a signal cannot make them go), flagged processes
@@ -8,10 +17,12 @@ spare the services too), kernel threads, zombies (a signal cannot make them go),
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psutil
@@ -72,15 +83,55 @@ def targets(omit: Iterable[int] = ()) -> list[int]:
     return out
 
 
+MCL_CURRENT, MCL_FUTURE = 1, 2  # <sys/mman.h>
+# Held back while the world is stopped, so that the SIGCONT always follows the SIGSTOP.
+DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library already loaded in this process (no ldconfig run, as find_library would do)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _kill_all(sig: int) -> None:
+    """kill(-1, sig): every process we may signal except pid 1 and ourselves (none: no error)."""
+    try:
+        os.kill(-1, sig)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def world_stopped() -> Iterator[None]:
+    """killall5's window: memory locked, every other process stopped; continued again on the way out."""
+    libc = _libc()
+    locked = libc is not None and libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0  # best effort, as killall5
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED)
+    try:
+        _kill_all(signal.SIGSTOP)
+        yield
+    finally:
+        _kill_all(signal.SIGCONT)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if locked and libc is not None:
+            libc.munlockall()
+
+
 def broadcast(sig: int, omit: Iterable[int] = ()) -> list[int]:
-    """Send sig to every target; return the PIDs that got it (empty: OpenBSD's ESRCH)."""
+    """Stop the world, send sig to every target, continue the world; return the PIDs that got it
+    (empty: OpenBSD's ESRCH, killall5's exit 2)."""
+    omit = list(omit)
     sent = []
-    for pid in targets(omit):
-        try:
-            psutil.Process(pid).send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-            continue  # gone, or not ours to signal (kill(-1) by a non-root caller skips those too)
-        sent.append(pid)
+    with world_stopped():
+        for pid in targets(omit):
+            try:
+                psutil.Process(pid).send_signal(sig)
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue  # gone, or not ours to signal (kill(-1) by a non-root caller skips those too)
+            sent.append(pid)
     return sent
 
 

@@ -69,6 +69,15 @@ def test_the_packaged_units_pass_systemd_analyze_verify(vm_deb, tmp_path):
     assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
 
 
+def test_the_packaged_lsb_script_runs_the_installed_programs_on_the_hosts_fstab(vm_deb, tmp_path):
+    """The script is rendered at build time: its paths must be the installed host's, not the build's."""
+    assert run("dpkg-deb", "-x", str(vm_deb), str(tmp_path)).returncode == 0
+    text = (tmp_path / "etc/init.d/uiscsid").read_text()
+    for line in ("BOOTKIT=/usr/bin/bootkit", "UISCSID=/usr/bin/uiscsid", "UISCSICTL=/usr/bin/uiscsictl",
+                 "FSTAB=/etc/fstab", "CONFIG=/etc/uiscsi.conf"):
+        assert f"\n{line}\n" in text, line
+
+
 def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 

@@ -250,12 +250,19 @@ def test_sysvinit_script_has_lsb_headers_and_starts_and_stops_in_order(tmp_path,
     assert set(fields["Required-Start"].split()) == {"$local_fs", "$network"}
     assert set(fields["Required-Stop"].split()) == {"$local_fs", "$network"}
     # not $remote_fs: insserv.conf makes it hold $local_fs, which the script requires (a loop)
+    # started after the network, before mountnfs ($remote_fs); stopped after sendsigs (which spares the
+    # daemon), before umountnfs and the network
     assert fields["X-Start-Before"] == "mountnfs" and fields["X-Stop-After"] == "sendsigs"
+    assert fields["Should-Stop"] == "umountnfs"
     assert fields["Default-Start"] == "S" and fields["Default-Stop"] == "0 6"
     start = text.split("do_start() {", 1)[1].split("\n}\n", 1)[0]
+    reload = text.split("do_reload() {", 1)[1].split("\n}\n", 1)[0]
     stop = text.split("do_stop() {", 1)[1].split("\n}\n", 1)[0]
-    assert steps(start) == ["uiscsid", "reload", "fsck-net", "mount-net"]
+    assert steps(start) == ["uiscsid"] and "do_reload" in start
+    assert steps(reload) == ["reload", "fsck-net", "mount-net"]
     assert steps(stop) == ["umount-net", "uiscsid-stop"]
+    # a filesystem still mounted after umount -a -N keeps its daemon
+    assert stop.index("_busy") < stop.index("step uiscsid-stop")
     assert 'shim run --name uiscsid -- "$UISCSID" -d -s "$SOCK"' in text
 
 

@@ -2,8 +2,12 @@
 
 A scenario runs as PID 1 of a fresh PID namespace with the venv's python. It starts processes through
 `bootkit shim run` and plainly, runs `bootkit killall5` or `bootkit shutdown-kill`, and reports on
-stdout, as JSON, who is still alive, how the others died, and what /proc said about the flagged ones.
-When the scenario (PID 1) exits, the kernel kills whatever is left in the namespace.
+stdout, as JSON, who is still alive, how the others died, what /proc said about the flagged ones, and
+which of the survivors each run woke: they all sleep in one syscall, so a rise in their context switches
+is the trace a killall5-style kill(-1, SIGSTOP) ... kill(-1, SIGCONT) leaves on every process, spared
+or not (a stop signal wakes its target even when the SIGCONT flushes it before the target stops, and
+that wake-up is what shuts an NBD_DO_IT ioctl's device down). When the
+scenario (PID 1) exits, the kernel kills whatever is left in the namespace.
 """
 
 from __future__ import annotations
@@ -71,11 +75,30 @@ def sendsigs():
 
 report["sendsigs"] = sendsigs()
 
+def switches(pid):
+    """Context switches so far. Our children sleep in one syscall: only a signal makes them run."""
+    try:
+        lines = open(f"/proc/{pid}/status").read().splitlines()
+    except OSError:
+        return None
+    return sum(int(ln.split()[1]) for ln in lines if "ctxt_switches:" in ln)
+
+def stopped(pid):
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] in "Tt"
+
 def run(argv):
-    argv = [a.format(**{n: p.pid for n, p in procs.items()}) for a in argv]
+    fmt = {n: p.pid for n, p in procs.items()}
+    fmt["sendsigs"] = ",".join(w for ws in sendsigs().values() for w in ws)
+    argv = [a.format(**fmt) for a in argv]
+    before = {n: switches(p.pid) for n, p in procs.items() if p.poll() is None}
     t0 = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "seconds": time.monotonic() - t0}
+    seconds = time.monotonic() - t0
+    time.sleep(0.2)  # let the SIGCONT land before we look
+    alive = [n for n, p in procs.items() if p.poll() is None]
+    return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "seconds": seconds,
+            "woken": {n: switches(procs[n].pid) != before.get(n) for n in alive},
+            "left_stopped": [n for n in alive if stopped(procs[n].pid)]}
 
 report["runs"] = [run(argv) for argv in spec["run"]]
 end = time.monotonic() + 5
@@ -164,6 +187,20 @@ def test_dash_o_and_sendsigs_listed_pids_are_spared(killall_run):
     assert killall_run["sendsigs"]["listed-by-hand"] == [str(killall_run["pid"]["listed"])]
 
 
+def test_killall5_stops_and_continues_the_spared_processes_too(killall_run):
+    """As the real killall5: kill(-1, SIGSTOP) reaches everyone, then kill(-1, SIGCONT); nothing stays stopped."""
+    kill = killall_run["runs"][1]
+    assert kill["woken"] == {n: True for n in ("keeper", "daemon", "svc", "omitted", "listed")}
+    assert kill["left_stopped"] == []
+
+
+def test_a_dry_run_stops_nothing(killall_run):
+    dry = killall_run["runs"][0]
+    quiet = {n: w for n, w in dry["woken"].items() if n != "daemon"}  # a Python one may still be starting
+    assert set(quiet.values()) == {False}, dry["woken"]
+    assert dry["left_stopped"] == []
+
+
 def test_dry_run_names_exactly_the_victims(killall_run):
     dry = json.loads(killall_run["runs"][0]["stdout"])
     pid = killall_run["pid"]
@@ -233,3 +270,23 @@ def test_shutdown_kill_terms_then_kills_the_stubborn_and_spares_the_flagged(tmp_
     assert run["seconds"] < 10
     second = report["after"][0]
     assert second["rc"] == 0 and "SIGTERM to 0 process(es)" in second["stderr"]
+
+
+@pytest.mark.skipif(not Path("/sbin/killall5").exists(), reason="sysvinit-utils' killall5 is missing")
+def test_ours_and_sysvinits_killall5_stop_spare_and_kill_the_same_processes(tmp_path):
+    """The peer: Debian's /sbin/killall5, called as sendsigs calls it (-o with the sendsigs.omit.d PIDs),
+    against `bootkit killall5`, each in a namespace of its own holding the same processes."""
+    seen = {}
+    for name, argv in (("sysvinit", ["/sbin/killall5", "-9", "-o", "{sendsigs}"]),
+                       ("ours", [BOOTKIT, "killall5", "-9"])):
+        report = run_scenario(tmp_path / name, {
+            "start": {"daemon": [BOOTKIT, "shim", "run", "--name", "uiscsid", "--", "sleep", "300"],
+                      "plain": ["sleep", "300"]},
+            "flagged": ["daemon"],
+            "run": [argv],
+            "expect_dead": ["plain"],
+        })
+        run = report["runs"][0]
+        seen[name] = (run["rc"], report["returncode"], run["woken"], run["left_stopped"])
+    assert seen["sysvinit"] == (0, {"daemon": None, "plain": -signal.SIGKILL}, {"daemon": True}, [])
+    assert seen["ours"] == seen["sysvinit"]

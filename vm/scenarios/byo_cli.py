@@ -14,17 +14,19 @@ from pathlib import Path
 from initiator.kernel.udev_info import link_path
 from vm.byo.fstab import parse_fstab_line
 from vm.byo.target import UserTarget, from_config, from_url
+from vm.scenarios import inits
 from vm.scenarios.plan import FstabSpec, ProofPlan, TargetSpec
 from vm.scenarios.source import LunSource
 
 EPILOG = """
-your own setup (Debian guests: --init systemd):
+your own setup (Debian guests: --init systemd or sysvinit):
   --url iscsi://[user@]HOST[:PORT]/IQN/LUN   your target instead of the built-in tgtd; CHAP secrets from
             LIBISCSI_CHAP_USERNAME/_PASSWORD (and _TARGET_USERNAME/_PASSWORD for mutual CHAP) or from
             --secrets FILE (those KEY=VALUE lines, mode 0600); never on the command line
   --config uiscsi.conf --target NAME [--lun N]   the same from your uiscsi.conf (its secret files)
   --fstab-line '<source> <dir> <type> <options> <freq> <passno>'   your filesystem and options: ext4, xfs
-            or btrfs, with _netdev (or net), the LUN's /dev/disk/by-iscsi/<iqn>-lun<N> link as source
+            or btrfs, with _netdev (or net), the LUN's /dev/disk/by-iscsi/<iqn>-lun<N> link as source;
+            under sysvinit also nofail (Debian's checkfs.sh runs fsck -A before any daemon has started)
   --lun-file PATH   with your target: the file it serves as the LUN, so the host can check it between
             boots (it is compared with what the target serves first); without it a last guest boot runs
             the read-only check (xfs_repair -n, btrfs check --readonly, e2fsck -fn) and the report says so
@@ -65,7 +67,16 @@ def usage_problem(args: argparse.Namespace) -> str | None:
         return "--target and --lun go with --config"
     if args.secrets and not args.url:
         return "--secrets goes with --url (a uiscsi.conf names its own secret files)"
+    if args.fstab_line and getattr(args, "init", "") == "sysvinit" and "nofail" not in _options(args.fstab_line):
+        return ("--fstab-line: sysvinit needs nofail in the options (Debian's checkfs.sh runs fsck -A before "
+                "uiscsid has started, and stops the boot on the absent disk)")
     return None
+
+
+def _options(line: str) -> list[str]:
+    """The options field of an fstab line as written (empty when the line has fewer fields)."""
+    fields = line.split()
+    return fields[3].split(",") if len(fields) > 3 else []
 
 
 def user_target(args: argparse.Namespace) -> UserTarget | None:
@@ -95,6 +106,7 @@ def plan_for(args: argparse.Namespace, src: LunSource, *options: str, **kw: obje
     """The guest's plan once the port is known: the source's target, the admin's fstab line (or the
     by-iscsi line with OPTIONS), and the flags."""
     entry = parse_fstab_line(args.fstab_line, link(src.user)) if args.fstab_line else None
+    options = options or inits.image_init(args.init).fstab_options
 
     def plan(port: int) -> ProofPlan:
         target = src.target(port)

@@ -45,7 +45,9 @@ COMMON_EPILOG = """
 venv and `bootkit rc render --init busybox` output; its rc step log (/results/rc.log) is the timeline.
 --init systemd: each boot is a Debian 12 guest with systemd 252 as PID 1 and this checkout's .deb installed
 by apt (built with `make deb`'s script; --deb PATH uses a package you built); a reboot is a fresh QEMU on
-the same root disk; journald's lines on the console are the timeline. Either way the LUN is served by a
+the same root disk; journald's lines on the console are the timeline. --init sysvinit: the same with
+sysvinit-core as PID 1 and Debian's own rcS/rc0/rc6; the package's LSB script's markers, the services' logs
+and Debian's messages on the console are the timeline. Either way the LUN is served by a
 real tgtd on 127.0.0.1 (10.0.2.2 in the guest), every boot's console and logs stay in --workdir, and
 --json reports each boot as a timeline of events (name, guest uptime, host time, detail).
 --junit PATH writes JUnit XML (a test case per cycle and property: clean, payload, ordering, shutdown
@@ -85,12 +87,27 @@ what each cycle proves (systemd):
             the SIGTERM round). Exit 0 when the LUN was left needing recovery. Without --busy the shim
             changes nothing under systemd (it unmounts first): such a run must be clean.
 
+what each cycle proves (sysvinit):
+  boot      rcS: checkfs.sh (fsck -A skips the absent disk: the line has nofail), mountall (no _netdev),
+            networking, then the package's /etc/init.d/uiscsid: the daemon under the shim, uiscsictl
+            reload --wait, bootkit fsck -N -p, bootkit mount -a -N; the writer ($remote_fs) in runlevel 2
+  shutdown  `reboot`: rc6 stops the writer, then sendsigs runs the real killall5 (every process stopped,
+            all but /run/sendsigs.omit.d signalled, continued), then uiscsid's stop: bootkit umount -a -N,
+            the daemon logs out; umountnfs, networking, umountfs, umountroot, reboot
+  --busy    a writer deaf to SIGTERM (sendsigs SIGKILLs it after ~10 s of stop/continue rounds) and a
+            holder sendsigs spares: uiscsid's stop remounts the filesystem read-only and keeps the daemon,
+            which serves it through umountfs to the end
+  controls  --attach ioctl or --no-shim, busy or not: sendsigs kills before the unmount, so either leaves
+            the LUN needing recovery (exit 0 when it does)
+
 examples:
   bootkit vm reboot-test                          3 busybox cycles on /var/tmp/bootkit-proof/reboot.img
   bootkit vm reboot-test --cycles 10 --json       more evidence, one JSON report on stdout
   bootkit vm reboot-test --no-shim --cycles 1     the busybox negative control
   bootkit vm reboot-test --init systemd --cycles 3 --busy --lun-file /tmp/lun.img --json
   bootkit vm reboot-test --init systemd --busy --attach ioctl --cycles 1     the systemd control
+  bootkit vm reboot-test --init sysvinit --cycles 3 --busy --json
+  bootkit vm reboot-test --init sysvinit --no-shim --cycles 1       a sysvinit control
   e2fsck -fn /var/tmp/bootkit-proof/reboot.img    check the LUN yourself afterwards
 """
     + COMMON_EPILOG + byo_cli.EPILOG
@@ -102,12 +119,15 @@ checks the LUN needs journal recovery. busybox: the second boot must run fsck -N
 e2fsck -p exits 0 after a replay, 1 after other repairs; the report shows which) before mount -a -N, and
 start no service before both, as read from the guest's timestamped rc and service logs. systemd: the
 second boot's systemd-fsck@ must replay the journal before the .mount unit mounts, and the writer service
-(After=remote-fs.target) must start after both, as read from the journal's timestamps. The synced payload
+(After=remote-fs.target) must start after both, as read from the journal's timestamps. sysvinit: the
+package's LSB script's bootkit fsck -N -p must replay the journal before its mount -a -N, and the writer
+($remote_fs) must start after both, as read from the script's markers. The synced payload
 must have survived, and the next clean shutdown must leave the LUN clean.
 
 examples:
   bootkit vm power-cut-test
   bootkit vm power-cut-test --init systemd --json | jq .recovery.order
+  bootkit vm power-cut-test --init sysvinit
 """
     + COMMON_EPILOG + byo_cli.EPILOG
 )
@@ -125,10 +145,14 @@ and the guest does what an admin does: `uiscsictl reload` (it returns once udev 
 check), then starts the writer again. A target back within S seconds needs no mount command: the mount
 job still waits for the device, so systemd checks and mounts it as soon as udev names it (seen in a run
 with a 180 s device timeout, whose mount command was `:`).
+sysvinit: the LSB script's reload fails naming the target, its fsck -N and mount -N skip the nofail entry,
+runlevel 2 must be reached within --bound; once tgtd is back the guest runs `uiscsictl reload`, then
+`service uiscsid reload` (the README's command: login, bootkit fsck -N -p, bootkit mount -a -N).
 
 examples:
   bootkit vm target-down-test
   bootkit vm target-down-test --init systemd --bound 120 --json
+  bootkit vm target-down-test --init sysvinit --json
 """
     + COMMON_EPILOG + byo_cli.EPILOG
 )
@@ -175,8 +199,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--cycles", type=int, default=3, help="number of boots (default 3)")
     r.add_argument("--no-shim", action="store_true", help="the daemon is not flagged (busybox: the control)")
     r.add_argument("--busy", action="store_true",
-                   help="systemd: a process holds the filesystem through the shutdown (the final unmount)")
-    r.add_argument("--poweroff", action="store_true", help="systemd: end each cycle with poweroff, not reboot")
+                   help="Debian guests: a process holds the filesystem through the shutdown (the final unmount)")
+    r.add_argument("--poweroff", action="store_true", help="Debian guests: end each cycle with poweroff, not reboot")
     r.add_argument(
         "--lun-file",
         metavar="PATH",
@@ -208,7 +232,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=120.0,
         help="the boot must end within this many seconds (guest clock; busybox: the rc, systemd: "
-        "multi-user.target; default 120)",
+        "multi-user.target, sysvinit: runlevel 2 done; default 120)",
     )
     d.add_argument("--device-timeout", type=int, default=DEVICE_TIMEOUT, metavar="S",
                    help=f"systemd: x-systemd.device-timeout= of the fstab line (default {DEVICE_TIMEOUT})")
@@ -275,6 +299,8 @@ def _usage(name: str, text: str) -> int:
 
 def _plan_for(args: argparse.Namespace, *options: str, **kw: object) -> Callable[[int], ProofPlan]:
     """The image guest's plan once the target's port is known: the by-iscsi fstab line and the flags."""
+    options = options or inits.image_init(args.init).fstab_options
+
     def plan(port: int) -> ProofPlan:
         return ProofPlan.default(port, args.init, *options, attach=args.attach or "", **kw)
     return plan
@@ -283,7 +309,7 @@ def _plan_for(args: argparse.Namespace, *options: str, **kw: object) -> Callable
 def _own_setup(args: argparse.Namespace, name: str) -> str | None:
     """A usage problem with the own-setup options (busybox guests take none of them), or None."""
     if args.init == inits.DEFAULT_INIT and byo_cli.wanted(args):
-        return "--url, --config, --fstab-line and --format need a Debian guest (--init systemd)"
+        return "--url, --config, --fstab-line and --format need a Debian guest (--init systemd|sysvinit)"
     return byo_cli.usage_problem(args)
 
 
@@ -379,7 +405,7 @@ def cmd_reboot(args: argparse.Namespace) -> int:
         return _usage("reboot-test", "--cycles must be >= 1 and --payload-mb 1..32")
     if args.init == inits.DEFAULT_INIT:
         if args.busy or args.poweroff or args.deb:
-            return _usage("reboot-test", "--busy, --poweroff and --deb need a Debian guest (--init systemd)")
+            return _usage("reboot-test", "--busy, --poweroff and --deb need a Debian guest (--init systemd|sysvinit)")
         lun_file = Path(args.lun_file) if args.lun_file else (
             DEFAULT_LUN_NOSHIM if args.no_shim else DEFAULT_LUN)
         return _run(args, "reboot-test", lambda w, r: reboot_test(
@@ -404,7 +430,7 @@ def cmd_power_cut(args: argparse.Namespace) -> int:
         return _usage("power-cut-test", problem)
     if args.init == inits.DEFAULT_INIT:
         if args.deb:
-            return _usage("power-cut-test", "--deb needs a Debian guest (--init systemd)")
+            return _usage("power-cut-test", "--deb needs a Debian guest (--init systemd|sysvinit)")
         return _run(args, "power-cut-test", lambda w, r: power_cut_test(
             w / "lun.img", w, r, attach=args.attach or ""), checks_table)
     init = inits.image_init(args.init)
@@ -421,7 +447,7 @@ def cmd_target_down(args: argparse.Namespace) -> int:
         return _usage("target-down-test", problem)
     if args.init == inits.DEFAULT_INIT:
         if args.deb:
-            return _usage("target-down-test", "--deb needs a Debian guest (--init systemd)")
+            return _usage("target-down-test", "--deb needs a Debian guest (--init systemd|sysvinit)")
         return _run(args, "target-down-test", lambda w, r: target_down_test(
             w / "lun.img", w, r, bound=args.bound, attach=args.attach or ""), checks_table)
     if args.device_timeout < 1:

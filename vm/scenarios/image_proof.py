@@ -331,8 +331,7 @@ def target_down_test(init: ImageInit, plan_for: PlanFor, lun_file: Path | LunSou
     host = src.final(lun.recorded_hash(b.file("new.sha256").encode()), workdir, runner)
     ev = b.events
     reload_at = b.at("late-reload")
-    message = [timeline.stamped(line)[1] for line in b.result.lines
-               if re.search(r"uiscsictl\[\d+\]: uiscsictl: ", line.text)]
+    message = init.reload_messages(b.result)
     fsck_late = next((e for e in ev if e.name == "fsck-end" and reload_at is not None and e.guest_t is not None
                       and e.guest_t >= reload_at), None)
     mount_late = next((e for e in ev if e.name == "mounted" and reload_at is not None and e.guest_t is not None

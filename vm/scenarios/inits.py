@@ -10,6 +10,7 @@ scenarios on any of them. A new init (sysvinit) is one module with an `ImageInit
 
 from __future__ import annotations
 
+import re
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ class ImageInit(ABC):
     variant: str = ""           # the vm.image variant the guest boots
     kernel_args: tuple[str, ...] = ()
     journal_to_console = False  # journald's lines on the console, with the guest's uptime
+    fstab_options: tuple[str, ...] = ("_netdev",)  # the proof's fstab line when the scenario names none
 
     # ------------------------------------------------------------------ what goes into the image
     def files(self, plan: ProofPlan) -> dict[str, FileSpec]:
@@ -104,6 +106,11 @@ class ImageInit(ABC):
         """What the boot's check of the network filesystem printed."""
         return []
 
+    def reload_messages(self, r: GuestResult) -> list[str]:
+        """What uiscsictl reload said about the targets (journald's uiscsictl lines on the console)."""
+        return [timeline.stamped(line)[1] for line in r.lines
+                if re.search(r"uiscsictl\[\d+\]: uiscsictl: ", line.text)]
+
     # ------------------------------------------------------------------ reading a boot back
     @abstractmethod
     def rules(self, plan: ProofPlan) -> Sequence[Rule]:
@@ -131,8 +138,9 @@ def guest_file_proof(name: str) -> bytes:
 
 def _registry() -> dict[str, ImageInit]:
     from vm.scenarios.init_systemd import Systemd
+    from vm.scenarios.init_sysvinit import Sysvinit
 
-    return {"systemd": Systemd()}
+    return {"systemd": Systemd(), "sysvinit": Sysvinit()}
 
 
 IMAGE_INITS: dict[str, ImageInit] = {}
