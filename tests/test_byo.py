@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,44 @@ def test_a_backing_file_that_is_not_the_targets_lun_is_refused(istgt, tmp_path):
 def create_in_place(path: Path, fstype: str) -> None:
     """The admin made this filesystem on their LUN before the test (the target serves the file already)."""
     format_seeded(path, fstype, payload_mb=1)
+
+
+@pytest.mark.target
+@pytest.mark.parametrize("fstype", ["btrfs", "ext4"])
+def test_the_command_refuses_a_lun_holding_a_filesystem_without_format_before_any_boot(istgt, tmp_path, fstype):
+    """`bootkit vm reboot-test --url ...` on a LUN that holds the admin's xfs, with a line for another
+    type and no --format: exit 2 with the reason, no guest booted, not one byte of the LUN changed."""
+    t = istgt(size_mb=320)
+    format_seeded(t.backing, "xfs", payload_mb=1)
+    before = sha(t.backing)
+    link = f"/dev/disk/by-iscsi/{t.iqn}-lun0"
+    r = subprocess.run([str(Path(sys.executable).parent / "bootkit"), "vm", "reboot-test", "--init", "systemd",
+                        "--cycles", "1", "--url", t.url(0), "--fstab-line", f"{link} /srv/db {fstype} _netdev 0 0",
+                        "--workdir", str(tmp_path / "work"), "--json"],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    assert re.search(rf"holds xfs .* not {fstype}: the test would destroy it\. Give --format", r.stderr), r.stderr
+    assert "Traceback" not in r.stderr and not list((tmp_path / "work").rglob("console.log"))
+    assert sha(t.backing) == before
+
+
+@pytest.mark.target
+def test_the_relay_is_closed_until_started_then_carries_a_whole_iscsi_session(istgt):
+    """target-down on an admin's target: nothing answers on the relay's port before it starts; once it
+    does, a CHAP login and the reads of the LUN's edges through it see the admin's xfs."""
+    import socket
+
+    from vm.byo.relay import Relay
+    from vm.fscheck.remote import probe_lun
+    from vm.targets import free_port
+
+    t = istgt(size_mb=320, chap=("relay-admin", "relay-secret-1"))
+    format_seeded(t.backing, "xfs", payload_mb=1)
+    port = free_port()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    env = {"LIBISCSI_CHAP_USERNAME": "relay-admin", "LIBISCSI_CHAP_PASSWORD": "relay-secret-1"}
+    with Relay.start(port, "127.0.0.1", t.port):
+        target = from_url(t.url(0).replace(f":{t.port}/", f":{port}/"), env=env)
+        found = probe_lun(target.params, target.lun)
+    assert found.content.type == "xfs" and found.size == 320 << 20
