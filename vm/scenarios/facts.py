@@ -32,6 +32,20 @@ class Runner:
     timeout: float = 420.0
     progress: Progress | None = None  # told when each boot begins and ends (the terminal's status line)
 
+    def _begin(self, results: Path) -> None:
+        """A fresh RESULTS directory for the next boot; the status line's next cycle begins."""
+        shutil.rmtree(results, ignore_errors=True)
+        results.mkdir(parents=True)
+        if self.progress:
+            self.progress.begin()
+
+    def _end(self, results: Path, r: GuestResult) -> GuestResult:
+        """The boot's console kept in RESULTS; the status line's cycle ends."""
+        (results / "console.log").write_text(r.console + "\n")
+        if self.progress:
+            self.progress.end()
+        return r
+
     def boot(
         self,
         rc_dir: Path,
@@ -41,10 +55,7 @@ class Runner:
         env: Mapping[str, str] | None = None,
         power_cut: PowerCut | None = None,
     ) -> GuestResult:
-        shutil.rmtree(results, ignore_errors=True)
-        results.mkdir(parents=True)
-        if self.progress:
-            self.progress.begin()
+        self._begin(results)
         r = run_guest(
             list(command),
             rc_dir=rc_dir,
@@ -56,10 +67,7 @@ class Runner:
             stream=self.stream,
             boot_files=self.boot_files,
         )
-        (results / "console.log").write_text(r.console + "\n")
-        if self.progress:
-            self.progress.end()
-        return r
+        return self._end(results, r)
 
     def boot_image(
         self,
@@ -72,10 +80,7 @@ class Runner:
         power_cut: PowerCut | None = None,
     ) -> GuestResult:
         """One boot of a Debian guest image (vm/image_boot.py); ``script`` shuts the guest down itself."""
-        shutil.rmtree(results, ignore_errors=True)
-        results.mkdir(parents=True)
-        if self.progress:
-            self.progress.begin()
+        self._begin(results)
         r = run_image(
             image,
             script=script,
@@ -89,10 +94,7 @@ class Runner:
             journal_to_console=journal_to_console,
             kernel=self.boot_files.kernel if self.boot_files else None,
         )
-        (results / "console.log").write_text(r.console + "\n")
-        if self.progress:
-            self.progress.end()
-        return r
+        return self._end(results, r)
 
 
 class CycleVerdict:
