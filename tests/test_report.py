@@ -210,3 +210,11 @@ def test_a_saved_json_report_renders_the_same(tmp_path):
     rep = reboot_report(2)
     again = json.loads(json.dumps(rep))
     assert html.render(rep, generated=0) == html.render(copy.deepcopy(again), generated=0)
+
+
+def test_a_line_with_passno_0_needs_no_fsck_in_the_order():
+    """An admin's xfs or btrfs line often has passno 0: no fsck at boot, and none is required; an fsck
+    that is due (passno 2) and missing still leaves the order unjudged."""
+    events = timeline(drop=("fsck-begin", "fsck-end"))
+    assert ordering(events, fsck=False).ok is True
+    assert ordering(events).ok is None

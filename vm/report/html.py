@@ -58,6 +58,7 @@ def cycle_facts(c: dict, before: dict | None) -> list[tuple[str, str, bool | Non
     _, said_before = _host(before)
     fsck = ("replayed the journal" if c.get("journal_replayed") else
             "ran, nothing replayed" if c.get("fsck_ran", c.get("fsck_exit") == 0) else
+            "none due (passno 0), nothing replayed" if c.get("fsck_expected") is False else
             f"exit {c.get('fsck_exit')}")
     bounds = c.get("stop_bounds") or []
     longest = max(bounds, key=lambda b: b["seconds"] / b["bound"], default=None)

@@ -76,14 +76,15 @@ def _chain(events: Sequence[dict], names: Sequence[str], after: float | None) ->
     return lines, bad
 
 
-def ordering(events: Sequence[dict]) -> Verdict:
+def ordering(events: Sequence[dict], fsck: bool = True) -> Verdict:
     """Boot: daemon ready, device, fsck, mount, then the disk's service; shutdown: services stopped,
     unmounted, logged out, powered off. Each pair of events the timeline has must be in that order (guest
-    clock); without the boot's fsck end, mount and service start there is no order to judge (None)."""
+    clock); without the boot's fsck end, mount and service start there is no order to judge (None).
+    ``fsck`` False: the fstab line asks for no check at boot (passno 0), so no fsck end is required."""
     boot_lines, boot_bad = _chain(events, BOOT_ORDER, None)
     start = first_at(events, "shutdown-begin")
     down_lines, down_bad = _chain(events, SHUTDOWN_ORDER, _t(start) if start else None) if start else ([], [])
-    missing = [n for n in BOOT_REQUIRED if first_at(events, n) is None]
+    missing = [n for n in BOOT_REQUIRED if first_at(events, n) is None and (fsck or n != "fsck-end")]
     evidence = [f"boot: {', '.join(boot_lines) or 'no events'}",
                 f"shutdown: {', '.join(down_lines) or 'no events'}"]
     problems = boot_bad + down_bad
@@ -91,9 +92,9 @@ def ordering(events: Sequence[dict]) -> Verdict:
         return Verdict("ordering", False, "; ".join(problems), evidence)
     if missing:  # a boot that never mounted fails "clean"; its order cannot be judged
         return Verdict("ordering", None, f"not judged: the timeline has no {', '.join(missing)}", evidence)
-    return Verdict("ordering", True, "checked before mounted, mounted before the service; unmounted before "
-                   "logged out" if down_lines else "checked before mounted, mounted before the service",
-                   evidence)
+    boot = "checked before mounted, mounted before the service" if fsck else \
+        "mounted (passno 0: no check at boot) before the service"
+    return Verdict("ordering", True, f"{boot}; unmounted before logged out" if down_lines else boot, evidence)
 
 
 def clean(c: dict, before: dict | None) -> Verdict:
@@ -103,8 +104,9 @@ def clean(c: dict, before: dict | None) -> Verdict:
     h = c.get("host_after") or {}
     replayed = c.get("journal_replayed")
     if "fsck_ran" in c:
-        at_boot = "the fsck replayed the journal" if replayed else (
-            "the fsck ran, nothing replayed" if c["fsck_ran"] else "no fsck ran")
+        at_boot = "the journal or log was replayed" if replayed else (
+            "the fsck ran, nothing replayed" if c["fsck_ran"] else
+            "passno 0: no fsck due, nothing replayed at mount" if c.get("fsck_expected") is False else "no fsck ran")
     else:
         at_boot = f"fsck -N -p exit {c.get('fsck_exit')}" + (", journal replayed" if replayed else "")
     evidence = [*host_check_lines(before, "host, before the boot"), f"at boot: {at_boot}",
@@ -173,6 +175,6 @@ def shutdown_bound(c: dict) -> Verdict:
 
 def cycle_verdicts(c: dict, before: dict | None) -> list[Verdict]:
     """The four properties of one cycle, in `PROPERTIES` order."""
-    order = ordering(c.get("timeline") or []) if not c.get("error") else Verdict(
+    order = ordering(c.get("timeline") or [], fsck=c.get("fsck_expected", True)) if not c.get("error") else Verdict(
         "ordering", None, "not judged: the boot failed")
     return [clean(c, before), payload(c), order, shutdown_bound(c)]

@@ -118,7 +118,7 @@ class Cycle(CycleVerdict):
     fsck_ran: bool
     journal_replayed: bool
     fsck_output: list[str]
-    found_clean: bool  # host: no needs_recovery before the boot; the fsck ran and replayed nothing
+    found_clean: bool  # host: no needs_recovery before the boot; the fsck ran (if due), nothing replayed
     device_found: bool
     mounted: bool
     mount_source: str
@@ -133,16 +133,18 @@ class Cycle(CycleVerdict):
     timeline: list[Event]
     host_after: lun.HostCheck | None  # None: the host cannot read the LUN (the next boot's fsck judges it)
     inherited: bool = False
+    fsck_expected: bool = True  # the fstab line's passno is not 0 (an admin's xfs or btrfs line often has 0)
 
 
 def make_cycle(n: int, init: ImageInit, plan: ProofPlan, b: Boot, before: lun.HostCheck | None,
                after: lun.HostCheck | None) -> Cycle:
     replayed = b.saw("fsck-replay") or b.saw("mount-replay")  # xfs and btrfs replay their log at mount
-    fsck_ran = b.saw("fsck-end")
+    fsck_ran, fsck_expected = b.saw("fsck-end"), plan.fstab.passno > 0
     return Cycle(
         cycle=n, seconds=b.result.duration, error=b.error, exit_code=b.result.exit_code,
-        fsck_ran=fsck_ran, journal_replayed=replayed, fsck_output=init.fsck_output(b.result),
-        found_clean=(before is None or before.clean) and fsck_ran and not replayed,
+        fsck_ran=fsck_ran, fsck_expected=fsck_expected, journal_replayed=replayed,
+        fsck_output=init.fsck_output(b.result),
+        found_clean=(before is None or before.clean) and (fsck_ran or not fsck_expected) and not replayed,
         device_found=b.saw("device-found"), mounted=bool(b.file("mounts")), mount_source=b.file("mount.source"),
         payload_ok=b.file("prev.payload") == "ok", previous_payload=b.file("prev.payload", "unknown"),
         wrote_sha256=lun.recorded_hash(b.file("new.sha256").encode()), dirty_kb=_dirty_kb(b.file("meminfo")),
@@ -161,7 +163,7 @@ def failures(plan: ProofPlan, cycles: list[Cycle], final: lun.HostCheck) -> list
             continue
         if not c.found_clean and not c.inherited:
             why = "the fsck replayed the journal" if c.journal_replayed else (
-                "no fsck ran" if not c.fsck_ran else "the LUN was not clean before the boot")
+                "no fsck ran" if c.fsck_expected and not c.fsck_ran else "the LUN was not clean before the boot")
             out.append(f"{where}: the filesystem was not clean at boot ({why})")
         if not c.device_found:
             out.append(f"{where}: the init never saw the device {plan.fstab.source}")
@@ -178,7 +180,7 @@ def failures(plan: ProofPlan, cycles: list[Cycle], final: lun.HostCheck) -> list
         for b in c.stop_bounds:
             if not b["ok"]:
                 out.append(f"{where}: {b['step']} took {b['seconds']} s (bound {b['bound']:g} s)")
-        order = ordering([e.as_dict() for e in c.timeline])
+        order = ordering([e.as_dict() for e in c.timeline], fsck=c.fsck_expected)
         if order.ok is False:
             out.append(f"{where}: out of order: {order.summary}")
         out += c.host_after.failures(where) if c.host_after is not None else []
@@ -279,9 +281,10 @@ def power_cut_test(init: ImageInit, plan_for: PlanFor, lun_file: Path | LunSourc
                                    "mounted", "remote-fs", "writer-start")}
     replay = "fsck-replay" if src.fstype == "ext4" else "mount-replay"  # fsck.xfs and fsck.btrfs do nothing
     t = order
-    in_order = all(t[k] is not None for k in ("fsck-end", "mount-begin", "mounted", "remote-fs",
-                                              "writer-start")) and (
-        t["fsck-end"] <= t["mount-begin"] <= t["mounted"] <= t["writer-start"]  # type: ignore[operator]
+    fsck = plan.fstab.passno > 0  # passno 0: no check at boot; the mount's replay is what is judged
+    in_order = all(t[k] is not None for k in ("mount-begin", "mounted", "remote-fs", "writer-start")) and (
+        (not fsck or (t["fsck-end"] is not None and t["fsck-end"] <= t["mount-begin"]))  # type: ignore[operator]
+        and t["mount-begin"] <= t["mounted"] <= t["writer-start"]  # type: ignore[operator]
         and t["remote-fs"] <= t["writer-start"])  # type: ignore[operator]
     checks = {
         "power_cut_fired": b1.result.power_cut and b1.result.exit_code is None,
