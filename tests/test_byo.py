@@ -205,3 +205,17 @@ def test_the_relay_is_closed_until_started_then_carries_a_whole_iscsi_session(is
         target = from_url(t.url(0).replace(f":{t.port}/", f":{port}/"), env=env)
         found = probe_lun(target.params, target.lun)
     assert found.content.type == "xfs" and found.size == 320 << 20
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--url", "iscsi://127.0.0.1:3262/iqn.2026-11.org.example:d/0"], "need a Debian guest"),
+    (["--init", "sysvinit", "--url", "iscsi://127.0.0.1:3262/iqn.2026-11.org.example:d/0",
+      "--fstab-line", f"{LINK} /srv/db xfs _netdev 0 0"], "sysvinit needs nofail"),
+    (["--init", "systemd", "--config", "/nonexistent.conf"], "--config needs --target NAME"),
+    (["--init", "systemd", "--url", "iscsi://h/iqn.2026-11.org.example:d/0", "--config", "c", "--target", "t"],
+     "--url and --config name a target each"),
+])
+def test_option_combinations_the_proof_cannot_use_are_usage_errors(args, words, tmp_path):
+    r = subprocess.run([str(Path(sys.executable).parent / "bootkit"), "vm", "reboot-test", *args,
+                        "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr

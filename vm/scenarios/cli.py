@@ -310,6 +310,8 @@ def _own_setup(args: argparse.Namespace, name: str) -> str | None:
     """A usage problem with the own-setup options (busybox guests take none of them), or None."""
     if args.init == inits.DEFAULT_INIT and byo_cli.wanted(args):
         return "--url, --config, --fstab-line and --format need a Debian guest (--init systemd|sysvinit)"
+    if args.init == inits.DEFAULT_INIT and name != "reboot-test" and getattr(args, "lun_file", None):
+        return "--lun-file needs a Debian guest here (--init systemd|sysvinit)"
     return byo_cli.usage_problem(args)
 
 
@@ -403,6 +405,8 @@ def checks_table(rep: dict) -> str:
 def cmd_reboot(args: argparse.Namespace) -> int:
     if args.cycles < 1 or args.payload_mb < 1 or args.payload_mb > 32:
         return _usage("reboot-test", "--cycles must be >= 1 and --payload-mb 1..32")
+    if problem := _own_setup(args, "reboot-test"):
+        return _usage("reboot-test", problem)
     if args.init == inits.DEFAULT_INIT:
         if args.busy or args.poweroff or args.deb:
             return _usage("reboot-test", "--busy, --poweroff and --deb need a Debian guest (--init systemd|sysvinit)")
@@ -411,8 +415,6 @@ def cmd_reboot(args: argparse.Namespace) -> int:
         return _run(args, "reboot-test", lambda w, r: reboot_test(
             lun_file, args.cycles, not args.no_shim, w, r, payload_mb=args.payload_mb, attach=args.attach or ""),
             reboot_table)
-    if problem := _own_setup(args, "reboot-test"):
-        return _usage("reboot-test", problem)
     init = inits.image_init(args.init)
     flags = {"shim": not args.no_shim, "busy": args.busy, "shutdown": "poweroff" if args.poweroff else "reboot",
              "payload_mb": args.payload_mb}
