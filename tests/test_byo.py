@@ -219,3 +219,34 @@ def test_option_combinations_the_proof_cannot_use_are_usage_errors(args, words, 
     r = subprocess.run([str(Path(sys.executable).parent / "bootkit"), "vm", "reboot-test", *args,
                         "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("init", ["systemd", "sysvinit"])
+def test_the_admins_target_line_and_secret_reach_the_guests_files(init, tmp_path):
+    """What the guest gets from the own-setup options: the admin's line in /etc/fstab as written, the
+    target with CHAP in /etc/uiscsi.conf naming a secret file, and that file, mode 0600, holding the secret
+    (which is nowhere else)."""
+    import argparse
+
+    from vm.scenarios import byo_cli, inits
+    from vm.scenarios.cli import add_parsers
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    secrets = secret_file(tmp_path / "s", "LIBISCSI_CHAP_USERNAME=admin\nLIBISCSI_CHAP_PASSWORD=s3cret-pw\n")
+    line = f"{LINK} /srv/db xfs _netdev,nofail,noatime 0 0"
+    url = "iscsi://127.0.0.1:3262/iqn.2026-11.org.example:d/0"
+    args = parser.parse_args(["reboot-test", "--init", init, "--url", url, "--secrets", str(secrets),
+                              "--fstab-line", line])
+    src = byo_cli.source(args, tmp_path / "unused.img")
+    files = inits.image_init(init).files(byo_cli.plan_for(args, src)(0))
+    def text(path: str) -> str:
+        c = files[path].content
+        return c if isinstance(c, str) else c.decode()
+
+    assert line in text("/etc/fstab").splitlines()
+    conf = text("/etc/uiscsi.conf")
+    assert "targetaddr 10.0.2.2 port 3262" in conf and "targetname iqn.2026-11.org.example:d" in conf
+    assert 'auth chap user "admin" secret-file "/etc/uiscsi.secrets/' in conf and "s3cret-pw" not in conf
+    (path,) = [p for p in files if p.startswith("/etc/uiscsi.secrets/")]
+    assert files[path].mode == 0o600 and text(path) == "s3cret-pw\n"

@@ -45,10 +45,12 @@ def junit_cases(path: Path) -> list[tuple[str, str]]:
 
 def the_run_holds(rc: int, rep: dict, junit: Path, fstype: str) -> None:
     assert rc == 0 and rep["ok"] and rep["failures"] == [], rep["failures"]
-    assert rep["fstype"] == fstype and rep["lun_source"].startswith("iscsi://") and not rep["created"]
+    assert rep["fstype"] == fstype and rep["lun_source"].startswith("--url iscsi://") and not rep["created"]
     assert rep["lun"]["action"] == "reused", rep["lun"]
     (c,) = rep["cycles"]
-    assert c["mounted"] and c["fsck_ran"] and c["previous_payload"] == "ok" and c["shutdown_clean"], c
+    # passno 0, as the admin's line says: no fsck at boot, nothing replayed at the mount
+    assert c["mounted"] and c["found_clean"] and not c["fsck_expected"] and not c["journal_replayed"], c
+    assert c["previous_payload"] == "ok" and c["shutdown_clean"], c
     cases = junit_cases(junit)
     names = {n for n, _ in cases}
     assert {"cycle 1: clean", "cycle 1: payload", "cycle 1: ordering", "cycle 1: shutdown bound"} <= names, cases
