@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 bootstrap:
 	./scripts/bootstrap.sh
 
+# Two pytest-xdist workers on this 2-core machine (one TCG guest per core); JOBS=0 runs in one process
+JOBS ?= $(shell nproc)
 test: bootstrap
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 
 demo: bootstrap
 	$(PY) -m bootkit.demo

@@ -112,10 +112,14 @@ def test_after_a_power_cut_systemd_fsck_replays_before_the_mount_and_the_service
 
 @pytest.mark.timeout(900)
 def test_target_down_the_boot_ends_within_a_bound_and_systemd_mounts_the_lun_once_it_is_back(vm_deb, tmp_path):
-    rep = bootkit_vm("target-down-test", "--bound", "120", "--workdir", str(tmp_path), deb=vm_deb)
+    # The whole boot's bound catches a boot that waits for ever; under TCG the boot itself takes 40 s on a
+    # quiet host and 150 s on a loaded one (Python's first start), so the target-down part has its own bound:
+    # from the daemon ready to the boot done, the failed reload and what follows it.
+    rep = bootkit_vm("target-down-test", "--bound", "300", "--workdir", str(tmp_path), deb=vm_deb)
     assert rep["checks"] == {k: True for k in rep["checks"]}, rep["checks"]
+    assert rep["timings"]["boot-done"] - rep["timings"]["daemon-ready"] <= 60, rep["timings"]
     boot, late = rep["boot"], rep["after_target_returns"]
-    assert boot["boot_done"] <= 120 and "cannot connect" in " ".join(boot["message"]), boot
+    assert "cannot connect" in " ".join(boot["message"]), boot
     t = rep["timings"]
     assert t["reload-failed"] < t["boot-done"], t
     # once back: reload, then systemd's still waiting mount job checks and mounts it, no mount command

@@ -198,10 +198,10 @@ class _Parser:
                 self.error(tok, f"bad macro name {tok.value!r}: use letters, digits and _; not a keyword")
             self.macros[tok.value] = value
         elif tok.value == "include" and tok.kind == "word":
-            name = self.value("a file name")
+            path = self.file_name("a file name")
             self.end()
             toks, i, file, base = self.toks, self.i, self.file, self.base
-            self.parse_file(base / name, (file, tok.line))
+            self.parse_file(path, (file, tok.line))
             self.toks, self.i, self.file, self.base = toks, i, file, base
         elif tok.value == "initiatorname" and tok.kind == "word":
             self.initiator_name = self.iscsi_name()
@@ -312,7 +312,7 @@ class _Parser:
         user = self.value("a CHAP user name")
         self.keyword("secret-file")
         ftok = self.peek()
-        path = self.base / self.value("a secret file")
+        path = self.file_name("a secret file")
         return Chap(user=user, secret=self.read_secret(path, ftok), secret_file=str(path))
 
     def algorithms(self) -> tuple[int, ...]:
@@ -368,6 +368,15 @@ class _Parser:
                 raise _Skip
             return self.macros[name]
         return tok.value
+
+    def file_name(self, what: str) -> Path:
+        """A file name, relative to the including file's directory. No file name holds a NUL byte."""
+        tok = self.peek()
+        name = self.value(what)
+        if "\0" in name:
+            self.error(tok, f"{what} {name!r} contains a NUL byte")
+            raise _Skip
+        return self.base / name
 
     def number(self, what: str, lo: int, hi: int) -> int:
         tok = self.peek()

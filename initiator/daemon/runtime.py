@@ -8,6 +8,9 @@ attached, so /dev/nbdN never vanishes.
 Each device gets its /dev/disk/by-iscsi name from udev where udev names devices (the daemon writes the
 info file and triggers: kernel/udev_info), else from a link the daemon makes (kernel/devnames).
 States: init, logging-in, logged-in, recovering, failed, discovered (a discovery target), detached.
+The loop's own waits are bounded with asyncio.timeout, never asyncio.wait_for: on Python 3.11 wait_for
+swallows a cancel that lands as the awaited thing completes (cpython#86296), and `stop` cancels the loop
+and waits for it to end.
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ class TargetRuntime:
     async def _pause(self, seconds: float) -> bool:
         """Sleep ``seconds``, or less if kicked; True when kicked (the backoff then restarts)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.retry_now.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.retry_now.wait()
         kicked = self.retry_now.is_set()
         self.retry_now.clear()
         return kicked
@@ -155,7 +159,8 @@ class TargetRuntime:
                 self._set("failed", str(e))
                 self.settled.set()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.close(), 5)
+                async with asyncio.timeout(5):
+                    await session.close()
             await self._pause(backoff.delay)
 
     async def _discover(self, session: Session) -> None:
@@ -163,7 +168,8 @@ class TargetRuntime:
         found = await session.send_targets()
         self.discovered = [{"name": t.name, "portals": [list(p) for p in t.portals]} for t in found]
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(session.close(), 5)
+            async with asyncio.timeout(5):
+                await session.close()
         self.session = None
         for t in found:
             address, port = self._pick_portal(t.portals)

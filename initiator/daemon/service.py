@@ -17,9 +17,8 @@ from ..io.session import open_session
 from ..kernel import attach as nbd_attach
 from ..kernel.devnames import LINK_DIR
 from ..kernel.nbd_wire import NbdError
-from ..protocol.addressing import valid_iscsi_name
 from .runtime import StopReport, TargetRuntime
-from .wire import LOG_LEVELS, SHOW_WHAT, ControlError, TargetConf, from_wire
+from .wire import LOG_LEVELS, SHOW_WHAT, ControlError, TargetConf, discover_from_wire, from_wire
 
 log = logging.getLogger("uiscsid")
 SHUTDOWN_BUDGET = 4.5       # SIGTERM to exit within 5 s, as OpenBSD's iscsid
@@ -185,14 +184,10 @@ class Service:
 
     async def discover(self, args: dict) -> dict:
         """A one-off discovery session from the daemon (address already resolved by uiscsictl)."""
-        item = {**args, "name": "discover", "discovery": True, "target_name": None}
         try:
-            conf = from_wire(item)
+            params = discover_from_wire(args)
         except ValueError as e:
             raise ControlError("bad-request", str(e)) from None
-        if not valid_iscsi_name(conf.session.initiator_name):
-            raise ControlError("bad-request", "discover needs an initiator_name")
-        params = dataclasses.replace(conf.session, login_timeout=float(args.get("timeout", 20.0)))
         try:
             session = await open_session(params)
             try:

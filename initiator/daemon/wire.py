@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def decode_message(line: bytes) -> dict:
     """One line back into a message; anything but a JSON object is a `ControlError`."""
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, an integer over the digit limit, deep nesting
         raise ControlError("bad-request", f"not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ControlError("bad-request", "a message must be a JSON object")
@@ -98,10 +99,10 @@ def _command_timeouts(name: str, need) -> dict[str, float]:
     defaults = SessionParams(host="")
     out = {}
     for key, (lo, hi) in COMMAND_TIMEOUTS.items():
-        value = float(need(key, (int, float), getattr(defaults, key)))
-        if not (lo <= value <= hi):
-            raise ValueError(f"target {name!r}: {key} {value:g} is outside {lo:g}..{hi:g} s")
-        out[key] = value
+        value = need(key, (int, float), getattr(defaults, key))
+        if not (lo <= value <= hi):  # before float(): an integer may be too large for one
+            raise ValueError(f"target {name!r}: {key} {value!r} is outside {lo:g}..{hi:g} s")
+        out[key] = float(value)
     return out
 
 
@@ -128,6 +129,28 @@ def _login_extras_from_wire(name: str, d: dict) -> dict:
     return out
 
 
+def _field(d: dict, name: str, key: str, kind: type | tuple, default: object = None) -> object:
+    """``d[key]`` (``default`` when absent) if it is a ``kind`` (a bool is never a number); else ValueError."""
+    value = d.get(key, default)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+        raise ValueError(f"target {name!r}: bad {key!r}: {value!r}")
+    return value
+
+
+DISCOVER_TIMEOUT = (20.0, 86400.0)  # a discover request's login bound in seconds: default, most
+
+
+def discover_from_wire(args: dict) -> SessionParams:
+    """A ``discover`` request's arguments (address, port, initiator_name, chap, timeout), checked as
+    `from_wire` checks a discovery target; raise ValueError."""
+    session = from_wire({**args, "name": "discover", "discovery": True, "target_name": None}).session
+    default, most = DISCOVER_TIMEOUT
+    timeout = _field(args, "discover", "timeout", (int, float), default)
+    if not 0 < timeout <= most:
+        raise ValueError(f"discover: timeout {timeout!r} is outside 0..{most:g} s")
+    return dataclasses.replace(session, login_timeout=float(timeout))
+
+
 def from_wire(d: object) -> TargetConf:
     """Validate a target pushed over the control socket (the daemon trusts no input); raise ValueError."""
     if not isinstance(d, dict):
@@ -137,10 +160,7 @@ def from_wire(d: object) -> TargetConf:
         raise ValueError("a target needs a 'name' of 1 to 128 characters")
 
     def need(key: str, kind: type | tuple, default: object = None) -> object:
-        value = d.get(key, default)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-            raise ValueError(f"target {name!r}: bad {key!r}: {value!r}")
-        return value
+        return _field(d, name, key, kind, default)
 
     address = need("address", str)
     try:

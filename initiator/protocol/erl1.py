@@ -189,8 +189,8 @@ class Erl1Core(SessionCore):
     def _data_in(self, conn: Connection, bhs: bytes, data) -> None:
         (_, flags, _, status, _, lun, itt, ttt, statsn, expcmdsn, maxcmdsn, datasn, _, residual) = _DIN.unpack(bhs)
         t = self.tasks.get(itt)
-        if t is None or (datasn == t.expdatasn and not flags & 0x40 and not self.holes):
-            super()._data_in(conn, bhs, data)  # in order and nothing to acknowledge: as at ERL 0
+        if t is None or t.conn is not conn or (datasn == t.expdatasn and not flags & 0x40 and not self.holes):
+            super()._data_in(conn, bhs, data)  # in order and nothing to acknowledge (or no such task): as at ERL 0
             return
         if datasn != t.expdatasn:
             self._sns(conn, statsn, expcmdsn, maxcmdsn, bool(flags & 0x01))
@@ -233,7 +233,7 @@ class Erl1Core(SessionCore):
     def _scsi_rsp(self, conn: Connection, bhs: bytes, data) -> None:
         itt = _DIN.unpack(bhs)[6]
         t = self.tasks.get(itt)
-        if t is not None and t.read and self.neg.erl:
+        if t is not None and t.conn is conn and t.read and self.neg.erl:
             sent = _RSP_EXPDATASN.unpack_from(bhs, 36)[0]
             if sn_lt(t.expdatasn, sent):  # Data-In PDUs are missing: keep the status until they come
                 (_, flags, _, status, _, _, _, _, statsn, expcmdsn, maxcmdsn, _, _, residual) = _DIN.unpack(bhs)
@@ -266,6 +266,8 @@ class Erl1Core(SessionCore):
             if itt in self._forgotten:
                 return
             raise DigestError(f"data digest mismatch on a {name} for unknown task 0x{itt:08x}")
+        if t.conn is not conn:
+            raise self._not_outstanding(name, t, conn)
         if op == Op.SCSI_RSP:  # the sense data is lost: the status must come again
             self._stat[conn.cid].missing[statsn] = None
             self._hold(conn)  # first: the SNACK carries ExpStatSN, which must not acknowledge this status

@@ -298,6 +298,8 @@ class SessionCore:
             if itt in self._forgotten:
                 return
             raise TargetProtocolError(f"Data-In for unknown task 0x{itt:08x}")
+        if t.conn is not conn:
+            raise self._not_outstanding("Data-In", t, conn)
         dsl = hl & 0xFFFFFF
         if dsl and data is not None:  # only a zero-length or test-fed payload arrives here as bytes
             off = _ITT.unpack_from(bhs, 40)[0]
@@ -321,6 +323,8 @@ class SessionCore:
             if itt in self._forgotten:
                 return
             raise TargetProtocolError(f"SCSI Response for unknown task 0x{itt:08x}")
+        if t.conn is not conn:
+            raise self._not_outstanding("SCSI Response", t, conn)
         t.response = response
         t.status = status
         t.overflow = bool(flags & 0x04)
@@ -330,6 +334,13 @@ class SessionCore:
             n = (data[0] << 8) | data[1]
             t.sense = bytes(data[2:2 + n])
         self._complete_scsi(t)
+
+    @staticmethod
+    def _not_outstanding(what: str, t: Task, conn: Connection) -> TargetProtocolError:
+        """An answer for a command that is not on the wire on ``conn``: queued to be sent again (a UNIT
+        ATTENTION answered it already) or sent on another connection (RFC 7143 connection allegiance)."""
+        return TargetProtocolError(f"{what} for task 0x{t.itt:08x}, which is not outstanding on connection "
+                                   f"{conn.cid}")
 
     def _complete_scsi(self, t: Task) -> None:
         if t.status == CHECK_CONDITION and t.retries < UA_RETRIES and is_unit_attention(t.status, t.sense):

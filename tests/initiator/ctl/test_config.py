@@ -149,6 +149,9 @@ def test_missing_and_empty_secret_files_are_errors(tmp_path):
     ("target d {\n targetaddr 1.1.1.1\n discovery\n lun 1\n}\n", 1, "a discovery target has no LUNs"),
     ("target a {\n targetaddr 1.2.3.4\n targetname @IQN@\n auth chap user u\n}\n", 4,
      "expected 'secret-file'"),
+    ('include "a\0b.conf"\n', 1, "contains a NUL byte"),
+    ("target a {\n targetaddr 1.2.3.4\n targetname @IQN@\n auth chap user u secret-file x\0y\n}\n", 4,
+     "contains a NUL byte"),
 ])
 def test_each_error_names_file_and_line(tmp_path, body, line, fragment):
     p = conf(tmp_path, body.replace("@IQN@", IQN))

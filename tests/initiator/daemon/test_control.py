@@ -117,6 +117,9 @@ def test_wrong_protocol_version_is_refused_clearly(server):
     (b"not json\n", "not JSON"),
     (b"[1, 2]\n", "JSON object"),
     (b'{"version": 1, "id": 1, "command": 5}\n', "string 'command'"),
+    (b"\xff\xfe{}\n", "not JSON"),
+    (b'{"version": 1, "id": ' + b"9" * 5000 + b"}\n", "not JSON"),       # over Python's int digit limit
+    (b'{"version": 1, "args": ' + b"[" * 100000 + b"]" * 100000 + b"}\n", "not JSON"),  # recursion limit
 ])
 def test_malformed_requests_get_bad_request(server, payload, fragment):
     answer = raw_exchange(server.path, payload)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from initiator.ctl.config import parse_file
-from initiator.daemon.wire import from_wire, to_wire
+from initiator.daemon.wire import discover_from_wire, from_wire, to_wire
 from tests.initiator.ctl.helpers import conf, secret
 
 IQN = "iqn.2026-11.org.example:disk1"
@@ -73,6 +73,20 @@ def test_command_timeouts_travel_to_the_daemon_and_are_range_checked(tmp_path):
     good = {"name": "a", "address": "127.0.0.1", "target_name": IQN, "initiator_name": IQN}
     assert from_wire(good).session.command_timeout == 30.0
     for key, bad in (("command_timeout", -1), ("abort_timeout", 0), ("lu_reset_timeout", 1e9),
-                     ("command_timeout", "3")):
+                     ("command_timeout", "3"), ("abort_timeout", 10**400), ("command_timeout", float("nan"))):
         with pytest.raises(ValueError, match=key):
             from_wire({**good, key: bad})
+
+
+def test_discover_arguments_are_checked_as_a_target_is():
+    good = {"address": "127.0.0.1", "port": 3261, "initiator_name": IQN, "chap": None, "timeout": 2.5}
+    s = discover_from_wire(good)
+    assert (s.host, s.port, s.target_name, s.login_timeout) == ("127.0.0.1", 3261, None, 2.5)
+    assert discover_from_wire({k: v for k, v in good.items() if k != "timeout"}).login_timeout == 20.0
+    for change, fragment in (({"timeout": "x"}, "bad 'timeout'"), ({"timeout": []}, "bad 'timeout'"),
+                             ({"timeout": True}, "bad 'timeout'"), ({"timeout": 0}, "outside"),
+                             ({"timeout": float("nan")}, "outside"), ({"timeout": 10**400}, "outside"),
+                             ({"address": "disk.example"}, "not an IP address"),
+                             ({"initiator_name": None}, "bad initiator_name")):
+        with pytest.raises(ValueError, match=fragment):
+            discover_from_wire({**good, **change})

@@ -120,6 +120,23 @@ def test_a_missing_data_in_is_a_gap_and_is_snacked():
     assert core.done == [r.task] and bytes(r.buf) == r.payload
 
 
+def test_recovery_data_for_a_command_queued_again_is_a_target_error_not_a_crash():
+    """A command answered with UNIT ATTENTION waits (off the wire) to be sent again: a Data-In for it out of
+    order, or failing its digest, or its early status, is a protocol error, not a SNACK on no connection."""
+    ua = bytes([0x70, 0, 6, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x00])
+    for late in ("gap", "digest", "status"):
+        core, c, fr = make()
+        r = Reader(core, c, 4)
+        fr.feed(raw(pdu.ScsiResponse(itt=r.task.itt, status=2, statsn=10, expcmdsn=2, maxcmdsn=65,
+                                     data=len(ua).to_bytes(2, "big") + ua)))
+        assert core.retry == [r.task]
+        again = {"gap": raw(r.data_in(2)), "digest": raw(r.data_in(0), corrupt=True),
+                 "status": raw(pdu.ScsiResponse(itt=r.task.itt, statsn=11, expdatasn=4))}[late]
+        with pytest.raises(TargetProtocolError, match="not outstanding"):
+            fr.feed(again)
+        assert sent(core) == [], late
+
+
 def test_a_lost_status_is_asked_for_with_a_status_snack_and_expstatsn_waits_for_it():
     core, c, fr = make()
     a = core.scsi_task(0, b"\x00" * 6)

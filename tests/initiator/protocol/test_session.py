@@ -109,6 +109,27 @@ def test_check_condition_carries_sense_and_a_unit_attention_is_retried():
     assert core.done == [t] and t.status == 2 and parse_sense(t.sense).key == 2
 
 
+def test_an_answer_for_a_command_not_on_the_wire_is_a_target_error_not_a_crash():
+    """Two UNIT ATTENTION responses for one command in one read: the first queued it to be sent again, so
+    the second (or any Data-In) answers a command the target does not hold: a protocol error."""
+    core, (c,) = make()
+    t = core.scsi_task(1, b"\x28" + bytes(9), read_len=512)
+    core.issue(t, c)
+    ua = bytes([0x70, 0, 6, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x00])
+    rsp = pdu.ScsiResponse(itt=t.itt, status=2, statsn=10, expcmdsn=2, maxcmdsn=65,
+                           data=len(ua).to_bytes(2, "big") + ua)
+    with pytest.raises(TargetProtocolError, match="not outstanding"):
+        deliver(core, c, rsp, rsp)
+    assert core.retry == [t] and c.outstanding == 0
+    with pytest.raises(TargetProtocolError, match="not outstanding"):
+        deliver(core, c, pdu.DataIn(itt=t.itt, data=b"x" * 512, final=True, has_status=True, statsn=11))
+    core.retry.clear()
+    other = Connection(1)          # answered on another connection than the one it went out on (MC/S)
+    core.issue(t, c)
+    with pytest.raises(TargetProtocolError, match="not outstanding on connection 1"):
+        core.receive(other, pdu.encode_bytes(pdu.ScsiResponse(itt=t.itt, statsn=11)), b"", b"")
+
+
 @pytest.mark.parametrize("immediate,initial_r2t,expect_imm,expect_unsol", [
     (True, True, 8192, 0), (True, False, 8192, 65536 - 8192), (False, False, 0, 65536), (False, True, 0, 0)])
 def test_write_sends_immediate_and_unsolicited_data_per_negotiation(immediate, initial_r2t, expect_imm,
