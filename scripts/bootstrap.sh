@@ -16,6 +16,10 @@ APT_PACKAGES=(
   # bench/kernelpath.py: open-iscsi's kernel initiator and fio, run in the guest from the host's root;
   # bench/nbdserve.py --callgrind and perfbench.py --callgrind: valgrind's instruction counts
   open-iscsi fio valgrind
+  # the proofs on xfs and btrfs: their read-only checks of a LUN image, in the host-root guest too
+  xfsprogs btrfs-progs
+  # vm/report's test renders the HTML report in a real browser (about 115 MB, 25 s to install)
+  chromium
 )
 
 missing=()

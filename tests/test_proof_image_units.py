@@ -176,8 +176,7 @@ def test_fsck_output_is_what_systemd_fsck_printed():
 
 
 def _host(clean: bool = True) -> lun.HostCheck:
-    return lun.HostCheck(needs_recovery=not clean, e2fsck_exit=0, e2fsck_tail=[], payload_sha256=None,
-                         recorded_sha256=None, payload_ok=bool(clean))
+    return lun.HostCheck(needs_recovery=not clean, exit=0, payload_ok=bool(clean))
 
 
 def _cycle(**kw) -> image_proof.Cycle:

@@ -30,7 +30,7 @@ def seeded(tmp_path_factory) -> Path:
 
 def test_a_new_lun_is_formatted_seeded_and_clean_from_the_host(seeded):
     check = lun.check(seeded)
-    assert check.clean and check.e2fsck_exit == 0 and not check.needs_recovery
+    assert check.clean and check.exit == 0 and not check.needs_recovery
     data = subprocess.run(
         ["debugfs", "-R", "cat /payload.bin", str(seeded)], capture_output=True, check=True
     ).stdout
@@ -162,14 +162,7 @@ def test_shutdown_kill_lines_name_the_signals_sent_to_a_pid():
 
 
 def _host(clean: bool = True, payload_ok: bool | None = True) -> lun.HostCheck:
-    return lun.HostCheck(
-        needs_recovery=not clean,
-        e2fsck_exit=0,
-        e2fsck_tail=[],
-        payload_sha256=None,
-        recorded_sha256=None,
-        payload_ok=payload_ok,
-    )
+    return lun.HostCheck(needs_recovery=not clean, exit=0, payload_ok=payload_ok)
 
 
 def _cycle(n: int = 1, **kw) -> Cycle:

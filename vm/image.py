@@ -37,9 +37,10 @@ BUILD_VERSION = "1"  # bump when a setup step below changes what a root holds
 STAMP = "image.json"
 STALE_AFTER = 24 * 3600  # a superseded root of the same variant is removed once unused this long
 
-# What every booting guest has: udev names devices (systemd sees none without it), e2fsprogs and
-# util-linux for the filesystems, kmod for modprobe, iproute2 and procps for the proofs, python3.
-COMMON = ("udev", "kmod", "e2fsprogs", "util-linux", "iproute2", "procps", "python3")
+# What every booting guest has: udev names devices (systemd sees none without it), e2fsprogs, xfsprogs,
+# btrfs-progs and util-linux for the filesystems an admin's fstab line may name (their fsck.* and mkfs.*),
+# kmod for modprobe, iproute2 and procps for the proofs, python3.
+COMMON = ("udev", "kmod", "e2fsprogs", "xfsprogs", "btrfs-progs", "util-linux", "iproute2", "procps", "python3")
 VARIANTS: dict[str, tuple[str, ...]] = {
     # systemd-networkd (in the systemd package) configures eth0: it leaves the link up at shutdown
     # (KeepConfiguration=yes), while ifupdown's networking.service runs `ifdown -a` in the shutdown

@@ -85,7 +85,7 @@ def narrate(c: Cycle, f: BootFacts, shim: bool, out: TextIO) -> None:
             say(f"    {'':>7}      {line[:120]}")
     h = c.host_after
     say(
-        f"    host, after power-off: needs_recovery={h.needs_recovery}, e2fsck -fn exit {h.e2fsck_exit}, "
+        f"    host, after power-off: needs_recovery={h.needs_recovery}, {h.tool} exit {h.exit}, "
         f"payload on disk {'= what the writer wrote' if h.payload_ok else 'is NOT what the writer wrote'}"
     )
 
@@ -222,7 +222,7 @@ def narrate_systemd(c: image_proof.Cycle, out: TextIO) -> None:
         if e.name == "final-kill" and c.shutdown.get("daemon_spared"):
             say(f"    {'':>9}  uiscsid ('@uiscsid', the shim) spared by both kill rounds")
     h = c.host_after
-    say(f"    host, after power-off: needs_recovery={h.needs_recovery}, e2fsck -fn exit {h.e2fsck_exit}, "
+    say(f"    host, after power-off: needs_recovery={h.needs_recovery}, {h.tool} exit {h.exit}, "
         f"payload on disk {'= what the writer wrote' if h.payload_ok else 'is NOT what the writer wrote'}")
 
 

@@ -4,6 +4,8 @@ vm/cli.py adds these subcommands with `add_parsers(sub)`; each handler returns t
 command takes ``--init`` (vm/scenarios/inits.py): busybox runs the scenarios of reboot.py and
 target_down.py in the host-root guest, any other init those of image_proof.py in a Debian image. A new
 scenario adds its parser in `add_parsers` (one `sub.add_parser` block, `_common` for the shared options).
+An admin's own target, fstab line and LUN come through byo_cli.py; --junit and --report through vm/report.
+This module is over 400 lines because it holds the three commands' help texts and their result tables.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from vm.byo.target import ByoError
+from vm.fscheck import FsCheckError
 from vm.harness import GuestError
-from vm.scenarios import image_proof, inits, restart
+from vm.report import html, junit
+from vm.report.progress import ConsoleSteps, Progress
+from vm.scenarios import byo_cli, image_proof, inits, restart
 from vm.scenarios.facts import Runner
 from vm.scenarios.lun import LunError
 from vm.scenarios.plan import ProofPlan
@@ -32,6 +38,7 @@ EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_HARNESS = 125
 DEVICE_TIMEOUT = 30  # target-down on systemd: how long the mount job waits for the device
+BOOTS = {"power-cut-test": 2}  # boots a run takes, for the status line (reboot-test: --cycles)
 
 COMMON_EPILOG = """
 --init busybox (the default): each boot is a QEMU (TCG) guest running this host's root with the project's
@@ -43,7 +50,11 @@ sysvinit-core as PID 1 and Debian's own rcS/rc0/rc6; the package's LSB script's 
 and Debian's messages on the console are the timeline. Either way the LUN is served by a
 real tgtd on 127.0.0.1 (10.0.2.2 in the guest), every boot's console and logs stay in --workdir, and
 --json reports each boot as a timeline of events (name, guest uptime, host time, detail).
-Exit status: 0 the expected outcome, 1 not, 2 bad usage, 125 the guest or the target could not be run.
+--junit PATH writes JUnit XML (a test case per cycle and property: clean, payload, ordering, shutdown
+bound; or per check) and --report PATH.html one self-contained page with every boot's timeline on one
+axis and the evidence beside it. On a terminal a status line shows the cycle, its step and an ETA.
+Exit status: 0 the expected outcome (a control: the damage shown), 1 not, 2 bad usage or a LUN the test
+may not use, 125 the guest or the target could not be run.
 """
 
 REBOOT_EPILOG = (
@@ -99,7 +110,7 @@ examples:
   bootkit vm reboot-test --init sysvinit --no-shim --cycles 1       a sysvinit control
   e2fsck -fn /var/tmp/bootkit-proof/reboot.img    check the LUN yourself afterwards
 """
-    + COMMON_EPILOG
+    + COMMON_EPILOG + byo_cli.EPILOG
 )
 
 POWER_EPILOG = (
@@ -118,7 +129,7 @@ examples:
   bootkit vm power-cut-test --init systemd --json | jq .recovery.order
   bootkit vm power-cut-test --init sysvinit
 """
-    + COMMON_EPILOG
+    + COMMON_EPILOG + byo_cli.EPILOG
 )
 
 DOWN_EPILOG = (
@@ -143,11 +154,11 @@ examples:
   bootkit vm target-down-test --init systemd --bound 120 --json
   bootkit vm target-down-test --init sysvinit --json
 """
-    + COMMON_EPILOG
+    + COMMON_EPILOG + byo_cli.EPILOG
 )
 
 
-def _common(p: argparse.ArgumentParser, *, attach: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, *, attach: bool = True, lun_file: bool = True) -> None:
     p.add_argument("--init", choices=inits.names(), default=inits.DEFAULT_INIT,
                    help=f"the guest's init system (default {inits.DEFAULT_INIT}; see below)")
     if attach:
@@ -155,6 +166,7 @@ def _common(p: argparse.ArgumentParser, *, attach: bool = True) -> None:
                        help="uiscsid --attach in the guest (default: the daemon's own, auto = netlink there)")
     p.add_argument("--deb", metavar="PATH", help="the .deb to install in a Debian guest (default: build "
                    "this checkout's, as `make deb`)")
+    byo_cli.add_arguments(p, lun_file=lun_file)
     _output(p)
 
 
@@ -167,6 +179,8 @@ def _output(p: argparse.ArgumentParser) -> None:
         help=f"where the logs of every boot go (default: a new dir under {STATE_DIR})",
     )
     p.add_argument("--console", action="store_true", help="stream the guests' consoles to stderr")
+    p.add_argument("--junit", metavar="PATH", help="also write the verdicts as JUnit XML (for CI)")
+    p.add_argument("--report", metavar="PATH.html", help="also write one self-contained HTML report")
     p.add_argument(
         "--timeout", type=float, default=420.0, help="hard limit per boot in seconds (default 420)"
     )
@@ -194,7 +208,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         f"(default {DEFAULT_LUN}, or {DEFAULT_LUN_NOSHIM} with --no-shim; other inits: reboot-INIT.img)",
     )
     r.add_argument("--payload-mb", type=int, default=8, help="payload size in MiB (default 8)")
-    _common(r)
+    _common(r, lun_file=False)
     r.set_defaults(func=cmd_reboot)
     p = sub.add_parser(
         "power-cut-test",
@@ -243,10 +257,20 @@ def _workdir(args: argparse.Namespace, name: str) -> Path:
 def _run(
     args: argparse.Namespace, name: str, body: Callable[[Path, Runner], dict], table: Callable[[dict], str]
 ) -> int:
-    runner = Runner(stream=sys.stderr if args.console else None, say=_say, timeout=args.timeout)
+    progress = Progress(getattr(args, "cycles", None) or BOOTS.get(name, 1), stream=sys.stderr,
+                        enabled=sys.stderr.isatty() and not args.json,
+                        unit="cycle" if hasattr(args, "cycles") else "boot")
+    echo = sys.stderr if args.console else None
+    runner = Runner(stream=ConsoleSteps(progress, echo=echo) if progress.enabled else echo,
+                    say=lambda text: progress.say(f"bootkit vm: {time.strftime('%H:%M:%S')} {text}"),
+                    timeout=args.timeout, progress=progress)
     workdir = _workdir(args, name)
     try:
         report = body(workdir, runner)
+    except (ByoError, FsCheckError) as exc:  # the admin's setup, or a LUN the test may not use
+        progress.close()
+        print(f"bootkit vm {name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (
         GuestError,
         LunError,
@@ -256,8 +280,14 @@ def _run(
         ValueError,
         subprocess.SubprocessError,
     ) as exc:
+        progress.close()
         print(f"bootkit vm {name}: {exc} (logs in {workdir})", file=sys.stderr)
         return EXIT_HARNESS
+    progress.close()
+    if getattr(args, "junit", None):
+        junit.write(args.junit, report)
+    if getattr(args, "report", None):
+        html.write(args.report, report)
     print(json.dumps(report, indent=2) if args.json else table(report))
     return 0 if report["ok"] else EXIT_UNEXPECTED
 
@@ -274,6 +304,15 @@ def _plan_for(args: argparse.Namespace, *options: str, **kw: object) -> Callable
     def plan(port: int) -> ProofPlan:
         return ProofPlan.default(port, args.init, *options, attach=args.attach or "", **kw)
     return plan
+
+
+def _own_setup(args: argparse.Namespace, name: str) -> str | None:
+    """A usage problem with the own-setup options (busybox guests take none of them), or None."""
+    if args.init == inits.DEFAULT_INIT and byo_cli.wanted(args):
+        return "--url, --config, --fstab-line and --format need a Debian guest (--init systemd|sysvinit)"
+    if args.init == inits.DEFAULT_INIT and name != "reboot-test" and getattr(args, "lun_file", None):
+        return "--lun-file needs a Debian guest here (--init systemd|sysvinit)"
+    return byo_cli.usage_problem(args)
 
 
 def _deb(args: argparse.Namespace) -> Path | None:
@@ -300,7 +339,7 @@ def reboot_table(rep: dict) -> str:
         )
     f = rep["final"]
     lines.append(
-        f"host, after the last cycle: e2fsck -fn exit {f['e2fsck_exit']}, needs_recovery "
+        f"{f['check']}, after the last cycle: exit {f['exit']}, needs_recovery "
         f"{f['needs_recovery']}, debugfs payload {'matches' if f['payload_ok'] else 'DOES NOT match'} "
         "the writer's sha256"
     )
@@ -342,7 +381,7 @@ def image_reboot_table(rep: dict) -> str:
         t = c["timings"]
         lines.append("       guest s: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items() if v is not None))
     f = rep["final"]
-    lines.append(f"host, after the last cycle: e2fsck -fn exit {f['e2fsck_exit']}, needs_recovery "
+    lines.append(f"{f['check']}, after the last cycle: exit {f['exit']}, needs_recovery "
                  f"{f['needs_recovery']}, payload {'matches' if f['payload_ok'] else 'DOES NOT match'}")
     lines += [f"  - {text}" for text in rep["failures"]]
     if control:
@@ -366,6 +405,8 @@ def checks_table(rep: dict) -> str:
 def cmd_reboot(args: argparse.Namespace) -> int:
     if args.cycles < 1 or args.payload_mb < 1 or args.payload_mb > 32:
         return _usage("reboot-test", "--cycles must be >= 1 and --payload-mb 1..32")
+    if problem := _own_setup(args, "reboot-test"):
+        return _usage("reboot-test", problem)
     if args.init == inits.DEFAULT_INIT:
         if args.busy or args.poweroff or args.deb:
             return _usage("reboot-test", "--busy, --poweroff and --deb need a Debian guest (--init systemd|sysvinit)")
@@ -375,27 +416,37 @@ def cmd_reboot(args: argparse.Namespace) -> int:
             lun_file, args.cycles, not args.no_shim, w, r, payload_mb=args.payload_mb, attach=args.attach or ""),
             reboot_table)
     init = inits.image_init(args.init)
-    plan_for = _plan_for(args, shim=not args.no_shim, busy=args.busy,
-                         shutdown="poweroff" if args.poweroff else "reboot", payload_mb=args.payload_mb)
-    control = init.expects_damage(plan_for(0))
-    lun_file = Path(args.lun_file) if args.lun_file else STATE_DIR / (
-        f"reboot-{args.init}{'-control' if control else ''}.img")
-    return _run(args, "reboot-test", lambda w, r: image_proof.reboot_test(
-        init, plan_for, lun_file, args.cycles, w, r, deb=_deb(args)), image_reboot_table)
+    flags = {"shim": not args.no_shim, "busy": args.busy, "shutdown": "poweroff" if args.poweroff else "reboot",
+             "payload_mb": args.payload_mb}
+    control = init.expects_damage(_plan_for(args, **flags)(0))
+
+    def body(w: Path, r: Runner) -> dict:
+        src = byo_cli.source(args, STATE_DIR / byo_cli.default_name(args.init, args, control))
+        return image_proof.reboot_test(init, byo_cli.plan_for(args, src, **flags), src, args.cycles, w, r,
+                                       deb=_deb(args))
+    return _run(args, "reboot-test", body, image_reboot_table)
 
 
 def cmd_power_cut(args: argparse.Namespace) -> int:
+    if problem := _own_setup(args, "power-cut-test"):
+        return _usage("power-cut-test", problem)
     if args.init == inits.DEFAULT_INIT:
         if args.deb:
             return _usage("power-cut-test", "--deb needs a Debian guest (--init systemd|sysvinit)")
         return _run(args, "power-cut-test", lambda w, r: power_cut_test(
             w / "lun.img", w, r, attach=args.attach or ""), checks_table)
     init = inits.image_init(args.init)
-    return _run(args, "power-cut-test", lambda w, r: image_proof.power_cut_test(
-        init, _plan_for(args, shutdown="poweroff"), w / "lun.img", w, r, deb=_deb(args)), checks_table)
+
+    def body(w: Path, r: Runner) -> dict:
+        src = byo_cli.source(args, w / "lun.img")
+        return image_proof.power_cut_test(init, byo_cli.plan_for(args, src, shutdown="poweroff"), src, w, r,
+                                          deb=_deb(args))
+    return _run(args, "power-cut-test", body, checks_table)
 
 
 def cmd_target_down(args: argparse.Namespace) -> int:
+    if problem := _own_setup(args, "target-down-test"):
+        return _usage("target-down-test", problem)
     if args.init == inits.DEFAULT_INIT:
         if args.deb:
             return _usage("target-down-test", "--deb needs a Debian guest (--init systemd|sysvinit)")
@@ -404,7 +455,10 @@ def cmd_target_down(args: argparse.Namespace) -> int:
     if args.device_timeout < 1:
         return _usage("target-down-test", "--device-timeout must be >= 1")
     init = inits.image_init(args.init)
-    plan_for = _plan_for(args, "_netdev", "nofail", f"x-systemd.device-timeout={args.device_timeout}",
-                         shutdown="poweroff")
-    return _run(args, "target-down-test", lambda w, r: image_proof.target_down_test(
-        init, plan_for, w / "lun.img", w, r, bound=args.bound, deb=_deb(args)), checks_table)
+    options = ("_netdev", "nofail", f"x-systemd.device-timeout={args.device_timeout}")
+
+    def body(w: Path, r: Runner) -> dict:
+        src = byo_cli.source(args, w / "lun.img")
+        return image_proof.target_down_test(init, byo_cli.plan_for(args, src, *options, shutdown="poweroff"), src,
+                                            w, r, bound=args.bound, deb=_deb(args))
+    return _run(args, "target-down-test", body, checks_table)

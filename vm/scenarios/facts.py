@@ -12,6 +12,7 @@ from typing import TextIO
 from vm.guest_image import GuestImage
 from vm.harness import BootFiles, GuestResult, PowerCut, run_guest
 from vm.image_boot import run_image
+from vm.report.progress import Progress
 from vm.scenarios import guest, lun, timeline
 from vm.scenarios.lun import recorded_hash
 from vm.scenarios.timeline import Event
@@ -29,6 +30,21 @@ class Runner:
     stream: TextIO | None = None
     say: Say = lambda text: None
     timeout: float = 420.0
+    progress: Progress | None = None  # told when each boot begins and ends (the terminal's status line)
+
+    def _begin(self, results: Path) -> None:
+        """A fresh RESULTS directory for the next boot; the status line's next cycle begins."""
+        shutil.rmtree(results, ignore_errors=True)
+        results.mkdir(parents=True)
+        if self.progress:
+            self.progress.begin()
+
+    def _end(self, results: Path, r: GuestResult) -> GuestResult:
+        """The boot's console kept in RESULTS; the status line's cycle ends."""
+        (results / "console.log").write_text(r.console + "\n")
+        if self.progress:
+            self.progress.end()
+        return r
 
     def boot(
         self,
@@ -39,8 +55,7 @@ class Runner:
         env: Mapping[str, str] | None = None,
         power_cut: PowerCut | None = None,
     ) -> GuestResult:
-        shutil.rmtree(results, ignore_errors=True)
-        results.mkdir(parents=True)
+        self._begin(results)
         r = run_guest(
             list(command),
             rc_dir=rc_dir,
@@ -52,8 +67,7 @@ class Runner:
             stream=self.stream,
             boot_files=self.boot_files,
         )
-        (results / "console.log").write_text(r.console + "\n")
-        return r
+        return self._end(results, r)
 
     def boot_image(
         self,
@@ -66,8 +80,7 @@ class Runner:
         power_cut: PowerCut | None = None,
     ) -> GuestResult:
         """One boot of a Debian guest image (vm/image_boot.py); ``script`` shuts the guest down itself."""
-        shutil.rmtree(results, ignore_errors=True)
-        results.mkdir(parents=True)
+        self._begin(results)
         r = run_image(
             image,
             script=script,
@@ -81,8 +94,7 @@ class Runner:
             journal_to_console=journal_to_console,
             kernel=self.boot_files.kernel if self.boot_files else None,
         )
-        (results / "console.log").write_text(r.console + "\n")
-        return r
+        return self._end(results, r)
 
 
 class CycleVerdict:
@@ -91,12 +103,12 @@ class CycleVerdict:
     error: str | None
     found_clean: bool
     mounted: bool
-    host_after: lun.HostCheck
+    host_after: lun.HostCheck | None  # None: the host cannot read the LUN; the next boot judges the shutdown
     timeline: list[Event]
 
     @property
     def shutdown_clean(self) -> bool:
-        return not self.host_after.damaged
+        return self.host_after is None or not self.host_after.damaged
 
     @property
     def clean(self) -> bool:
@@ -104,7 +116,8 @@ class CycleVerdict:
 
     def as_dict(self) -> dict:
         d = asdict(self)  # type: ignore[call-overload]
-        d.update(clean=self.clean, shutdown_clean=self.shutdown_clean, host_after=self.host_after.as_dict(),
+        d.update(clean=self.clean, shutdown_clean=self.shutdown_clean,
+                 host_after=self.host_after.as_dict() if self.host_after is not None else None,
                  timeline=[e.as_dict() for e in self.timeline])
         return d
 

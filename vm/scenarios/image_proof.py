@@ -26,10 +26,12 @@ from pathlib import Path
 from vm.deb import DebBuildError, ensure_deb
 from vm.guest_image import GuestImage, make_image
 from vm.harness import GuestResult, PowerCut
-from vm.scenarios import lun, timeline
-from vm.scenarios.facts import CycleVerdict, Runner, prepare, read, start_target
+from vm.report.properties import ordering
+from vm.scenarios import lun, source, timeline
+from vm.scenarios.facts import CycleVerdict, Runner, read
 from vm.scenarios.inits import PROOF_DIR, ImageInit
 from vm.scenarios.plan import ProofPlan
+from vm.scenarios.source import LunSource
 from vm.scenarios.target_down import LateTarget
 from vm.scenarios.timeline import Event
 from vm.targets import free_port
@@ -116,7 +118,7 @@ class Cycle(CycleVerdict):
     fsck_ran: bool
     journal_replayed: bool
     fsck_output: list[str]
-    found_clean: bool  # host: no needs_recovery before the boot; the fsck ran and replayed nothing
+    found_clean: bool  # host: no needs_recovery before the boot; the fsck ran (if due), nothing replayed
     device_found: bool
     mounted: bool
     mount_source: str
@@ -129,18 +131,20 @@ class Cycle(CycleVerdict):
     stop_bounds: list[dict]
     timings: dict[str, float | None]
     timeline: list[Event]
-    host_after: lun.HostCheck
+    host_after: lun.HostCheck | None  # None: the host cannot read the LUN (the next boot's fsck judges it)
     inherited: bool = False
+    fsck_expected: bool = True  # the fstab line's passno is not 0 (an admin's xfs or btrfs line often has 0)
 
 
-def make_cycle(n: int, init: ImageInit, plan: ProofPlan, b: Boot, before: lun.HostCheck,
-               after: lun.HostCheck) -> Cycle:
-    replayed = b.saw("fsck-replay")
-    fsck_ran = b.saw("fsck-end")
+def make_cycle(n: int, init: ImageInit, plan: ProofPlan, b: Boot, before: lun.HostCheck | None,
+               after: lun.HostCheck | None) -> Cycle:
+    replayed = b.saw("fsck-replay") or b.saw("mount-replay")  # xfs and btrfs replay their log at mount
+    fsck_ran, fsck_expected = b.saw("fsck-end"), plan.fstab.passno > 0
     return Cycle(
         cycle=n, seconds=b.result.duration, error=b.error, exit_code=b.result.exit_code,
-        fsck_ran=fsck_ran, journal_replayed=replayed, fsck_output=init.fsck_output(b.result),
-        found_clean=before.clean and fsck_ran and not replayed,
+        fsck_ran=fsck_ran, fsck_expected=fsck_expected, journal_replayed=replayed,
+        fsck_output=init.fsck_output(b.result),
+        found_clean=(before is None or before.clean) and (fsck_ran or not fsck_expected) and not replayed,
         device_found=b.saw("device-found"), mounted=bool(b.file("mounts")), mount_source=b.file("mount.source"),
         payload_ok=b.file("prev.payload") == "ok", previous_payload=b.file("prev.payload", "unknown"),
         wrote_sha256=lun.recorded_hash(b.file("new.sha256").encode()), dirty_kb=_dirty_kb(b.file("meminfo")),
@@ -159,7 +163,7 @@ def failures(plan: ProofPlan, cycles: list[Cycle], final: lun.HostCheck) -> list
             continue
         if not c.found_clean and not c.inherited:
             why = "the fsck replayed the journal" if c.journal_replayed else (
-                "no fsck ran" if not c.fsck_ran else "the LUN was not clean before the boot")
+                "no fsck ran" if c.fsck_expected and not c.fsck_ran else "the LUN was not clean before the boot")
             out.append(f"{where}: the filesystem was not clean at boot ({why})")
         if not c.device_found:
             out.append(f"{where}: the init never saw the device {plan.fstab.source}")
@@ -176,23 +180,30 @@ def failures(plan: ProofPlan, cycles: list[Cycle], final: lun.HostCheck) -> list
         for b in c.stop_bounds:
             if not b["ok"]:
                 out.append(f"{where}: {b['step']} took {b['seconds']} s (bound {b['bound']:g} s)")
-        out += c.host_after.failures(where)
+        order = ordering([e.as_dict() for e in c.timeline], fsck=c.fsck_expected)
+        if order.ok is False:
+            out.append(f"{where}: out of order: {order.summary}")
+        out += c.host_after.failures(where) if c.host_after is not None else []
     return out + final.final_failure()
 
 
-def reboot_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, cycles: int, workdir: Path, runner: Runner,
-                deb: Path | None = None, on_cycle: Callable[[Cycle], None] | None = None) -> dict:
-    """CYCLES boots of an image guest against LUN_FILE; the report (see `bootkit vm reboot-test --help`)."""
+def reboot_test(init: ImageInit, plan_for: PlanFor, lun_file: Path | LunSource, cycles: int, workdir: Path,
+                runner: Runner, deb: Path | None = None, on_cycle: Callable[[Cycle], None] | None = None) -> dict:
+    """CYCLES boots of an image guest against the LUN (a file the built-in tgtd serves, or an admin's
+    `LunSource`); the report (see `bootkit vm reboot-test --help`)."""
     t0 = time.monotonic()
-    lun_file, workdir, created = prepare(lun_file, workdir, 8)
+    src = source.of(lun_file)
+    workdir = src.prepare(workdir, runner)
     say = runner.say
-    initial = lun.check(lun_file)
-    say(f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
-        f"needs_recovery={initial.needs_recovery}, e2fsck -fn exit {initial.e2fsck_exit}")
+    initial = src.check()
+    if initial is not None:
+        say(f"LUN before the run: needs_recovery={initial.needs_recovery}, {initial.tool} exit {initial.exit}")
+    # a LUN this run did not seed may hold no payload yet: cycle 1 then finds none, which is no failure
+    no_payload_yet = not src.seeded and (initial is None or initial.payload_ok is None)
     report: list[Cycle] = []
-    with start_target(workdir, lun_file) as tgt:
-        plan = plan_for(tgt.port)
-        say(f"tgtd serves it as {tgt.iqn} on 127.0.0.1:{tgt.port}; fstab: {plan.fstab.line()}")
+    with src.served(workdir) as port:
+        plan = plan_for(port)
+        say(f"{src.served_text}; fstab: {plan.fstab.line()}")
         image = build(init, plan, workdir, runner, deb)
         before = initial
         expect = "the LUN left needing recovery" if init.expects_damage(plan) else "clean"
@@ -200,9 +211,11 @@ def reboot_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, cycles: int,
             say(f"cycle {n}/{cycles}: boot ({init.name}, attach {plan.attach or 'auto'}, "
                 f"shim {'on' if plan.shim else 'OFF'}{', busy' if plan.busy else ''}; expected: {expect})")
             b = boot(init, plan, image, workdir / f"cycle{n}", runner, command("cycle.sh"))
-            after = lun.check(lun_file, expected=lun.recorded_hash(b.file("new.sha256").encode()))
+            after = src.check(lun.recorded_hash(b.file("new.sha256").encode()))
             c = make_cycle(n, init, plan, b, before, after)
-            c.inherited = n == 1 and not initial.clean
+            c.inherited = n == 1 and initial is not None and not initial.clean
+            if n == 1 and no_payload_yet and c.previous_payload == "none":
+                c.payload_ok = True
             report.append(c)
             if on_cycle is not None:
                 on_cycle(c)
@@ -210,18 +223,21 @@ def reboot_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, cycles: int,
             say(f"cycle {n}: {c.seconds:.0f} s, fsck {'replayed the journal' if c.journal_replayed else 'clean'}, "
                 f"previous payload {c.previous_payload}; shutdown: unmount {s.get('unmount')}, "
                 f"daemon {'spared' if s.get('daemon_spared') else 'not spared'}, LUN "
-                f"{'clean' if c.shutdown_clean else 'DIRTY'} (needs_recovery={after.needs_recovery})")
+                f"{'clean' if c.shutdown_clean else 'DIRTY'}"
+                f"{f' (needs_recovery={after.needs_recovery})' if after else ' (judged by the next boot)'}")
             before = after
             if b.error and b.result.exit_code is None:
                 break
-    final = lun.check(lun_file, expected=report[-1].wrote_sha256 if report else initial.recorded_sha256)
+    final = src.final(report[-1].wrote_sha256 if report else None, workdir, runner)
+    if report and report[-1].host_after is None:
+        report[-1].host_after = final  # a last guest boot judged how the last shutdown left it
     bad = failures(plan, report, final)
     damage = init.expects_damage(plan)
     harness = [f for f in bad if "the boot failed" in f or "did not run" in f]
     ok = not bad if not damage else (not harness and any(not c.shutdown_clean for c in report))
-    return {"test": "reboot", **plan.describe(), "lun_file": str(lun_file), "created": created,
+    return {"test": "reboot", **plan.describe(), **src.describe(), "check": final.check,
             "image": {"path": str(image.path), "build_seconds": image.timings},
-            "initial": initial.as_dict(), "cycles": [c.as_dict() for c in report], "final": final.as_dict(),
+            "initial": initial.as_dict() if initial else None, "cycles": [c.as_dict() for c in report], "final": final.as_dict(),
             "expected": "damage" if damage else "clean", "failures": bad, "ok": ok,
             "seconds": round(time.monotonic() - t0, 1), "workdir": str(workdir)}
 
@@ -239,47 +255,55 @@ def shutdown_checks(init: ImageInit, plan: ProofPlan, b: Boot) -> dict[str, bool
 
 
 # ------------------------------------------------------------------------------------------ power cut
-def power_cut_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir: Path, runner: Runner,
+def power_cut_test(init: ImageInit, plan_for: PlanFor, lun_file: Path | LunSource, workdir: Path, runner: Runner,
                    deb: Path | None = None) -> dict:
-    """Cut the power mid-write; the next boot must replay the journal before mounting, and the service
-    ordered after the network filesystems must start after both."""
+    """Cut the power mid-write; the next boot must replay the journal (ext4: the fsck, before the mount;
+    xfs, btrfs: the mount itself) and the service ordered after the network filesystems must start after
+    both."""
     t0 = time.monotonic()
-    lun_file, workdir, created = prepare(lun_file, workdir, 8)
+    src = source.of(lun_file)
+    workdir = src.prepare(workdir, runner)
     say = runner.say
-    with start_target(workdir, lun_file) as tgt:
-        plan = plan_for(tgt.port)
+    with src.served(workdir) as port:
+        plan = plan_for(port)
         image = build(init, plan, workdir, runner, deb)
         say("boot 1: write and sync a payload, keep writing churn, then pull the plug")
         b1 = boot(init, plan, image, workdir / "cut", runner, command("cycle.sh", PROOF_CUT="1"),
                   power_cut=PowerCut(marker=CUT_MARKER, delay=0.5))
-        cut = lun.check(lun_file)
+        cut = src.check()
         say(f"power cut {'fired' if b1.result.power_cut else 'DID NOT FIRE'} after {b1.result.duration:.0f} s; "
-            f"the LUN {'needs journal recovery' if cut.needs_recovery else 'does not need recovery'}")
+            + ("the host cannot read the LUN: the next boot shows whether it needs recovery" if cut is None else
+               f"the LUN {'needs recovery' if cut.needs_recovery else 'does not need recovery'}"))
         say("boot 2: the fsck must replay the journal before the mount, the writer must start after both")
         b2 = boot(init, plan, image, workdir / "recovery", runner, command("cycle.sh"))
-    after = lun.check(lun_file, expected=lun.recorded_hash(b2.file("new.sha256").encode()))
-    order = {k: b2.at(k) for k in ("fsck-begin", "fsck-replay", "fsck-end", "mount-begin", "mounted",
-                                   "remote-fs", "writer-start")}
+    after = src.final(lun.recorded_hash(b2.file("new.sha256").encode()), workdir, runner)
+    order = {k: b2.at(k) for k in ("fsck-begin", "fsck-replay", "fsck-end", "mount-begin", "mount-replay",
+                                   "mounted", "remote-fs", "writer-start")}
+    replay = "fsck-replay" if src.fstype == "ext4" else "mount-replay"  # fsck.xfs and fsck.btrfs do nothing
     t = order
-    in_order = None not in t.values() and (
-        t["fsck-end"] <= t["mount-begin"] <= t["mounted"] <= t["writer-start"]  # type: ignore[operator]
+    fsck = plan.fstab.passno > 0  # passno 0: no check at boot; the mount's replay is what is judged
+    in_order = all(t[k] is not None for k in ("mount-begin", "mounted", "remote-fs", "writer-start")) and (
+        (not fsck or (t["fsck-end"] is not None and t["fsck-end"] <= t["mount-begin"]))  # type: ignore[operator]
+        and t["mount-begin"] <= t["mounted"] <= t["writer-start"]  # type: ignore[operator]
         and t["remote-fs"] <= t["writer-start"])  # type: ignore[operator]
     checks = {
         "power_cut_fired": b1.result.power_cut and b1.result.exit_code is None,
-        "dirty_after_cut": cut.needs_recovery,
-        "fsck_replayed_before_mount": b2.saw("fsck-replay") and bool(in_order),
+        "dirty_after_cut": cut.needs_recovery if cut is not None else b2.saw(replay),
+        ("fsck_replayed_before_mount" if replay == "fsck-replay" else "mount_replayed_the_log"):
+            b2.saw(replay) and bool(in_order),
         "service_after_fsck_and_mount": bool(in_order),
         "synced_payload_survived": b2.file("prev.payload") == "ok",
         "clean_after_next_shutdown": not after.damaged,
         **shutdown_checks(init, plan, b2),
     }
-    say(f"boot 2: fsck {'replayed the journal' if b2.saw('fsck-replay') else 'did not replay'}; order "
+    say(f"boot 2: {'replayed the journal' if b2.saw(replay) else 'did not replay'}; order "
         f"{'fsck < mount < writer' if in_order else 'WRONG'}; synced payload {b2.file('prev.payload')}")
-    return {"test": "power-cut", **plan.describe(), "lun_file": str(lun_file), "created": created,
-            "cut": {"fired": b1.result.power_cut, "seconds": b1.result.duration, "host": cut.as_dict(),
+    return {"test": "power-cut", **plan.describe(), **src.describe(), "check": after.check,
+            "cut": {"fired": b1.result.power_cut, "seconds": b1.result.duration,
+                    "host": cut.as_dict() if cut else None,
                     "timeline": [e.as_dict() for e in b1.events]},
             "recovery": {"seconds": b2.result.duration, "error": b2.error,
-                         "journal_replayed": b2.saw("fsck-replay"), "fsck_output": init.fsck_output(b2.result),
+                         "journal_replayed": b2.saw(replay), "fsck_output": init.fsck_output(b2.result),
                          "order": order, "previous_payload": b2.file("prev.payload"), "timings": b2.timings(),
                          "shutdown": init.shutdown_facts(plan, b2.events, b2.result),
                          "stop_bounds": init.stop_bounds(plan, b2.events),
@@ -289,22 +313,25 @@ def power_cut_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir: 
 
 
 # ------------------------------------------------------------------------------------------ target down
-def target_down_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir: Path, runner: Runner,
-                     bound: float = 120.0, deb: Path | None = None) -> dict:
+def target_down_test(init: ImageInit, plan_for: PlanFor, lun_file: Path | LunSource, workdir: Path,
+                     runner: Runner, bound: float = 120.0, deb: Path | None = None) -> dict:
     """Boot with the target down: the boot must end within ``bound`` (guest seconds); then the target
     comes back, `uiscsictl reload` brings the link and the filesystem is checked and mounted."""
     t0 = time.monotonic()
-    lun_file, workdir, created = prepare(lun_file, workdir, 8)
+    src = source.of(lun_file)
+    workdir = src.prepare(workdir, runner)
     say = runner.say
     port = free_port()  # nothing listens there until the guest asks
+    src.relayed = True  # an admin's target is reached through a relay on that port, up when the guest asks
     plan = plan_for(port)
     image = build(init, plan, workdir, runner, deb)
     results = workdir / "boot"
     results.mkdir(parents=True, exist_ok=True)
     say(f"boot with the target down (nothing listens on 10.0.2.2:{port}); fstab: {plan.fstab.line()}")
-    with LateTarget(results, port, lun_file, workdir, time.monotonic() + runner.timeout) as late:
+    with LateTarget(results, port, src.lun_file or workdir, workdir, time.monotonic() + runner.timeout,
+                    start=src.late_start(workdir, port)) as late:
         b = boot(init, plan, image, results, runner, command("late.sh"))
-    host = lun.check(lun_file, expected=lun.recorded_hash(b.file("new.sha256").encode()))
+    host = src.final(lun.recorded_hash(b.file("new.sha256").encode()), workdir, runner)
     ev = b.events
     reload_at = b.at("late-reload")
     message = init.reload_messages(b.result)
@@ -325,8 +352,10 @@ def target_down_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir
         # refused by writer.sh, or never run (systemd: the mount it requires failed)
         "disk_service_refused": b.file("boot.writer") in ("refused", "none") and b.file("boot.mounted") == "no",
         "late_reload_ok": after_late["reload_exit"] == 0,
-        "checked_then_mounted_once_back": fsck_late is not None and mount_late is not None
-        and fsck_late.guest_t <= mount_late.guest_t and after_late["mounted"],  # type: ignore[operator]
+        # passno 0 (an admin's xfs or btrfs line): no check is due, mounted once back is the claim
+        ("checked_then_mounted_once_back" if plan.fstab.passno > 0 else "mounted_once_back"):
+            mount_late is not None and after_late["mounted"] and (plan.fstab.passno == 0 or (
+                fsck_late is not None and fsck_late.guest_t <= mount_late.guest_t)),  # type: ignore[operator]
         "writer_ran_after_mount": after_late["writer"] == "written",
         "clean_after_shutdown": not host.damaged,
         **shutdown_checks(init, plan, b),
@@ -335,7 +364,7 @@ def target_down_test(init: ImageInit, plan_for: PlanFor, lun_file: Path, workdir
         f"{message[-1] if message else '(no message)'}")
     say(f"target back: reload exit {after_late['reload_exit']}, checked at {after_late['fsck_end']} s, "
         f"mounted at {after_late['mounted_at']} s, writer {after_late['writer']}")
-    return {"test": "target-down", **plan.describe(), "lun_file": str(lun_file), "created": created,
+    return {"test": "target-down", **plan.describe(), **src.describe(), "check": host.check,
             "bound": bound, "seconds_boot": b.result.duration, "error": b.error,
             "boot": {"boot_done": boot_done, "reload_failed_at": b.at("reload-failed"), "message": message,
                      "device_timeout": plan.fstab.option("x-systemd.device-timeout"),

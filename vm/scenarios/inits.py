@@ -51,6 +51,8 @@ class ImageInit(ABC):
                f"{PROOF_DIR}/proof.env": FileSpec(self.env_text(plan))}
         for name in SCRIPTS:
             out[f"{PROOF_DIR}/{name}"] = FileSpec(guest_file_proof(name), 0o755)
+        for path, secret in plan.target.secrets:  # an admin's CHAP secrets, as uiscsi.conf wants them
+            out[path] = FileSpec(secret + "\n", 0o600)
         return out
 
     def dirs(self, plan: ProofPlan) -> list[str]:
@@ -115,7 +117,8 @@ class ImageInit(ABC):
         """Console lines -> timeline events."""
 
     def timeline(self, plan: ProofPlan, r: GuestResult) -> list[Event]:
-        events = timeline.from_console(r.lines, self.rules(plan)) + timeline.from_markers(r.events, MARKERS)
+        rules = [*self.rules(plan), *timeline.kernel_rules()]
+        events = timeline.from_console(r.lines, rules) + timeline.from_markers(r.events, MARKERS)
         anchors = [e for e in r.events if e.uptime >= 0] or [GuestEvent("start", 0.0, 0.0)]
         return timeline.ordered(timeline.fill_clocks(events, anchors))
 

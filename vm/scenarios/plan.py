@@ -30,17 +30,23 @@ class TargetSpec:
     lun: int = 1
     name: str = "proof"  # the target's name in uiscsi.conf
     replacement_timeout: float = REPLACEMENT_TIMEOUT
+    # an admin's target (vm/byo/target.py): CHAP and digest statements, and the secret files they name
+    # (guest path, secret), which the guest gets with mode 0600
+    auth: tuple[str, ...] = ()
+    secrets: tuple[tuple[str, str], ...] = ()
+    initiator: str = GUEST_IQN
 
     @property
     def link(self) -> str:
         """The LUN's stable name in the guest: /dev/disk/by-iscsi/<iqn>-lun<N>."""
         return link_path(self.iqn, self.lun)
 
-    def config_text(self, initiator: str = GUEST_IQN) -> str:
+    def config_text(self, initiator: str | None = None) -> str:
         """The guest's /etc/uiscsi.conf for this target."""
-        return (f"# bootkit proof: the target as the guest reaches it\ninitiatorname {initiator}\n"
+        auth = "".join(f"    {line}\n" for line in self.auth)
+        return (f"# bootkit proof: the target as the guest reaches it\ninitiatorname {initiator or self.initiator}\n"
                 f"target {self.name} {{\n    targetaddr {self.host} port {self.port}\n"
-                f"    targetname {self.iqn}\n    lun {self.lun}\n"
+                f"    targetname {self.iqn}\n{auth}    lun {self.lun}\n"
                 f"    replacement_timeout {self.replacement_timeout:g}\n}}\n")
 
 

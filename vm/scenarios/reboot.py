@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vm.harness import PowerCut
+from vm.report.properties import ordering
 from vm.scenarios import guest, lun
 from vm.scenarios.facts import BootFacts, CycleVerdict, Runner, facts, prepare, read, relative, start_target
 from vm.scenarios.timeline import Event
@@ -109,7 +110,10 @@ def failures(cycles: list[Cycle], final: lun.HostCheck) -> list[str]:
             out.append(
                 f"{where}: the last step, stopping uiscsid, exit {c.daemon_stop_exit} (3: it was gone)"
             )
-        out += c.host_after.failures(where)
+        order = ordering([e.as_dict() for e in c.timeline])
+        if order.ok is False:
+            out.append(f"{where}: out of order: {order.summary}")
+        out += c.host_after.failures(where) if c.host_after is not None else []
     return out + final.final_failure()
 
 
@@ -133,7 +137,7 @@ def reboot_test(
     initial = lun.check(lun_file)
     say(
         f"LUN {lun_file}: {'created, formatted and seeded' if created else 'reused'}; "
-        f"needs_recovery={initial.needs_recovery}, e2fsck -fn exit {initial.e2fsck_exit}"
+        f"needs_recovery={initial.needs_recovery}, {initial.tool} exit {initial.exit}"
     )
     if not initial.clean:
         say(

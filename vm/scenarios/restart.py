@@ -199,7 +199,7 @@ def restart_test(lun_file: Path, restarts: int, workdir: Path, runner: Runner, s
         "every_file_intact_on_the_lun": host_ok == len(manifest) and not host_bad,
         "no_io_error_in_the_kernel_log": io_errors == 0,
         "unmounted_and_logged_out": read(results, "umount.rc") == "0" and read(results, "daemon.rc") == "0",
-        "e2fsck_clean": host.e2fsck_exit == 0 and not host.needs_recovery,
+        "e2fsck_clean": host.exit == 0 and not host.needs_recovery,
     }
     return {
         "test": "restart",
@@ -215,7 +215,7 @@ def restart_test(lun_file: Path, restarts: int, workdir: Path, runner: Runner, s
         "bad_files": host_bad[:20],
         "io_errors": io_errors,
         "writer_errors": writer_errors,
-        "e2fsck_exit": host.e2fsck_exit,
+        "e2fsck_exit": host.exit,
         "restart_log": restarter.log,
         "restarter_error": restarter.error,
         "boot_seconds": r.duration,

@@ -10,23 +10,31 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 
 from vm.scenarios import guest, lun
 from vm.scenarios.facts import Runner, facts, prepare, read, start_target
-from vm.targets import Tgt, free_port
+from vm.targets import free_port
 
 LATE = [f"{guest.GUEST_RC_DIR}/late.sh"]
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 class LateTarget:
     """Starts tgtd once the guest asks for it (a file in /results), on the port the guest's config names."""
 
-    def __init__(self, results: Path, port: int, lun_file: Path, workdir: Path, deadline: float) -> None:
+    def __init__(self, results: Path, port: int, lun_file: Path, workdir: Path, deadline: float,
+                 start: Callable[[], Stoppable] | None = None) -> None:
         self.results, self.port, self.lun_file, self.workdir = results, port, lun_file, workdir
         self.deadline = deadline
-        self.tgt: Tgt | None = None
+        # what comes up on the port when the guest asks: tgtd on the LUN file, or (an admin's target) a relay
+        self.start = start or (lambda: start_target(self.workdir, self.lun_file, port=self.port))
+        self.tgt: Stoppable | None = None
         self.error: str | None = None
         self.started_at: float | None = None
         self.stop_event = threading.Event()
@@ -37,7 +45,7 @@ class LateTarget:
             if self.stop_event.wait(0.2) or time.monotonic() > self.deadline:
                 return
         try:
-            self.tgt = start_target(self.workdir, self.lun_file, port=self.port)
+            self.tgt = self.start()
             self.started_at = time.monotonic()
         except (RuntimeError, OSError, TimeoutError) as exc:
             self.error = str(exc)

@@ -31,6 +31,7 @@ EVENTS = {
     "fsck-replay": "fsck replays the filesystem's journal",
     "fsck-end": "the check is done",
     "mount-begin": "mounting the network filesystem",
+    "mount-replay": "the kernel replays the filesystem's log as it mounts it (xfs, btrfs: their fsck does nothing)",
     "mounted": "the network filesystem is mounted",
     "mount-failed": "the mount did not happen (dependency failed, or mount error)",
     "remote-fs": "network filesystems done (remote-fs.target reached)",
@@ -90,6 +91,13 @@ class Rule:
         if name not in EVENTS:
             raise ValueError(f"unknown timeline event {name!r}")
         return cls(name, re.compile(pattern), first)
+
+
+def kernel_rules() -> list[Rule]:
+    """The kernel's lines every init's console has, whatever the init: a log replayed at mount (xfs says
+    "Starting recovery", btrfs "start tree-log replay", ext4 "recovery complete" when no fsck ran first)."""
+    return [Rule.of("mount-replay", r"XFS \(\S+\): Starting recovery|BTRFS info \(device \S+\): start tree-log "
+                    r"replay|EXT4-fs \(\S+\): recovery complete")]
 
 
 # "[   12.345678] ident[pid]: message": the kernel's lines and journald's console forwarding alike
