@@ -89,9 +89,10 @@ HELP = {
     "config": "uiscsi.conf handed to `uiscsictl reload -f`", "socket": "control socket (-s on both)",
     "pidfile": "where rc keeps the daemon's PID", "log": "rc step log with timestamps (busybox, sysvinit)",
     "daemon_log": "daemon stdout/stderr (busybox, sysvinit)", "reload_wait": "reload --wait seconds",
-    "ctl_timeout": "uiscsictl --timeout (also bounds the wait for the socket)",
+    "ctl_timeout": "uiscsictl --timeout",
     "stop_timeout": "seconds to wait for the daemon to log out and exit",
-    "start_timeout": "systemd: seconds a slow Python start may take (daemon, and reload on top of its waits)",
+    "start_timeout": "seconds a slow Python start may take: the daemon's, until its control socket exists "
+                     "(every init); under systemd also reload's, on top of its waits",
     "shim": "run the daemon under `bootkit shim run` (false: `uiscsid --no-flag`, the negative control)",
     "sandbox": "systemd: run the daemon sandboxed (read-only system, CAP_SYS_ADMIN only; rc/sandbox.py)",
     "attach": "uiscsid --attach (auto, netlink, ioctl, none); empty: the daemon's default, auto",
