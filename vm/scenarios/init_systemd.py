@@ -212,18 +212,5 @@ class Systemd(ImageInit):
                  ("logout (uiscsi-logout stop)", "logout-begin", ("logout-end",), logout_bound),
                  ("final SIGTERM round", "final-term", ("final-kill",), FINAL_ROUND),
                  ("final unmount", "final-unmount", ("final-done", "power-off"), FINAL_ROUND))
-        begin = timeline.at(events, "shutdown-begin")
-        out = []
-        for step, start, ends, bound in spans:
-            s = next((e for e in events if e.name == start and begin is not None and e.guest_t is not None
-                      and e.guest_t >= begin), None)
-            if s is None:
-                continue
-            end = next((e for e in events if e.name in ends and e.host_t is not None and s.host_t is not None
-                        and e.host_t >= s.host_t), None)
-            seconds = round(end.host_t - s.host_t, 2) if end and end.host_t is not None and s.host_t is not None \
-                else None
-            out.append({"step": step, "seconds": seconds, "bound": bound,
-                        "ok": seconds is not None and seconds <= bound})
-        return out
+        return timeline.step_bounds(events, spans)
 

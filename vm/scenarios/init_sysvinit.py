@@ -240,18 +240,5 @@ class Sysvinit(ImageInit):
         # sendsigs' own lines come late (startpar): from the services' end to uiscsid's stop instead
         spans = (("sendsigs", "services-stopped", ("unmount-begin",), SENDSIGS_BOUND),
                  ("uiscsid stop: logout", "logout-begin", ("logout-end",), logout_bound))
-        begin = timeline.at(events, "shutdown-begin")
-        out = []
-        for step, start, ends, bound in spans:
-            s = next((e for e in events if e.name == start and begin is not None and e.guest_t is not None
-                      and e.guest_t >= begin), None)
-            if s is None:
-                continue
-            end = next((e for e in events if e.name in ends and e.host_t is not None and s.host_t is not None
-                        and e.host_t >= s.host_t), None)
-            seconds = round(end.host_t - s.host_t, 2) if end and end.host_t is not None and s.host_t is not None \
-                else None
-            out.append({"step": step, "seconds": seconds, "bound": bound,
-                        "ok": seconds is not None and seconds <= bound})
-        return out
+        return timeline.step_bounds(events, spans)
 

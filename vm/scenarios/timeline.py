@@ -178,3 +178,23 @@ def at(events: Iterable[Event], name: str, which: str = "first") -> float | None
     """The guest time of the first (or last) event ``name``, or None."""
     e = first(events, name) if which == "first" else last(events, name)
     return e.guest_t if e else None
+
+
+def step_bounds(events: Sequence[Event], spans: Iterable[tuple[str, str, Sequence[str], float]]) -> list[dict]:
+    """How long each shutdown step took against its bound, on the host's clock: per ``(step, start event,
+    end events, bound)``, from the first start after "shutdown-begin" to the first end after it. A step whose
+    start is absent is left out; one that never ended has ``seconds`` None and is not ok."""
+    begin = at(events, "shutdown-begin")
+    out = []
+    for step, start, ends, bound in spans:
+        s = next((e for e in events if e.name == start and begin is not None and e.guest_t is not None
+                  and e.guest_t >= begin), None)
+        if s is None:
+            continue
+        end = next((e for e in events if e.name in ends and e.host_t is not None and s.host_t is not None
+                    and e.host_t >= s.host_t), None)
+        seconds = round(end.host_t - s.host_t, 2) if end and end.host_t is not None and s.host_t is not None \
+            else None
+        out.append({"step": step, "seconds": seconds, "bound": bound,
+                    "ok": seconds is not None and seconds <= bound})
+    return out
