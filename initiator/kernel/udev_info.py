@@ -92,13 +92,18 @@ def uevent_files(kernel_name: str, sys_block: Path = SYS_BLOCK) -> list[Path]:
 
 
 def trigger(kernel_name: str, sys_block: Path = SYS_BLOCK) -> list[str]:
-    """Ask udev for a change event on the disk and its partitions; returns the failures (never raises)."""
+    """Ask udev for a change event on the disk and its partitions; returns the failures (never raises).
+
+    A partition that went away meanwhile is not a failure: a detach drops the partitions while this runs,
+    and their remove events take their links away."""
+    disk, *partitions = uevent_files(kernel_name, sys_block)
     problems = []
-    for path in uevent_files(kernel_name, sys_block):
+    for path in [disk, *partitions]:
         try:
             path.write_text("change")
         except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
+            if not (isinstance(e, FileNotFoundError) and path is not disk):
+                problems.append(f"{path}: {e.strerror}")
     return problems
 
 

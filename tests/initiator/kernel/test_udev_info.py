@@ -65,3 +65,13 @@ def test_kernel_names_are_bare_names(tmp_path, bad):
         udev_info.info_path(bad)
     with pytest.raises(ValueError):
         udev_info.trigger(bad, tmp_path)
+
+
+def test_a_partition_gone_while_triggering_is_not_a_failure(tmp_path, monkeypatch):
+    sys_block = _fake_block(tmp_path, "nbd4", 1)
+    listed = udev_info.uevent_files("nbd4", sys_block)
+    (sys_block / "nbd4" / "nbd4p1" / "uevent").unlink()
+    (sys_block / "nbd4" / "nbd4p1").rmdir()          # a detach dropped it after the listing
+    monkeypatch.setattr(udev_info, "uevent_files", lambda name, sb=None: listed)
+    assert udev_info.trigger("nbd4", sys_block) == []
+    assert (sys_block / "nbd4" / "uevent").read_text() == "change"
