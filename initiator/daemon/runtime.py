@@ -287,7 +287,8 @@ class TargetRuntime:
             if dev is None or not dev.connected or dev.path in out:
                 continue
             try:
-                why = await asyncio.wait_for(asyncio.to_thread(nbd_sysfs.claimed, dev.index), timeout)
+                async with asyncio.timeout(timeout):
+                    why = await asyncio.to_thread(nbd_sysfs.claimed, dev.index)
             except TimeoutError:
                 why = []
             if why:
